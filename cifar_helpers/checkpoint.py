@@ -1,0 +1,88 @@
+"""Saving a trained model atomically and rebuilding it from the file (``weights_only=True``)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn as nn
+
+from .models import MODELS
+
+FORMAT = "cifar_helpers.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupt, or made for another model; the message says which."""
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to a temporary file, flush it to disk, then rename it over ``path``.
+
+    A crash or a failed write leaves any previous file at ``path`` intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_model(path: str | os.PathLike, net: nn.Module, classes: Sequence[str],
+               **extra: Any) -> Path:
+    """Save ``net``'s weights with what rebuilds it: model name, its config, class names."""
+    name = type(net).__name__
+    if name not in MODELS:
+        raise CheckpointError(f"cannot save a {name}: known models are {sorted(MODELS)}")
+    return save_atomic({"format": FORMAT, "model": name, "config": net.config(),
+                        "classes": list(classes), "state_dict": net.state_dict(), **extra}, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint dict safely (``weights_only=True``), with clear errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"No checkpoint at {path.resolve()}. Run notebook 03_training "
+                              f"(it saves one there), or set `checkpoint` to the file you saved.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({err}). Delete it and "
+                              f"train again with notebook 03_training.") from err
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a cifar_helpers checkpoint (no format {FORMAT!r}); "
+                              f"save one with cifar_helpers.checkpoint.save_model.")
+    return blob
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu",
+               expect_model: str | None = None, expect_classes: Sequence[str] | None = None
+               ) -> tuple[nn.Module, dict]:
+    """Rebuild the saved model; also return the checkpoint's other entries (classes, extras).
+
+    Refuses a checkpoint made for another model or other classes.
+    """
+    blob = read_checkpoint(path)
+    name = blob["model"]
+    if name not in MODELS or (expect_model is not None and name != expect_model):
+        raise CheckpointError(f"{path} holds a {name!r} model, expected "
+                              f"{expect_model or sorted(MODELS)}.")
+    if expect_classes is not None and list(expect_classes) != blob["classes"]:
+        raise CheckpointError(f"{path} was trained on classes {blob['classes']}, not "
+                              f"{list(expect_classes)}.")
+    net = MODELS[name](**blob["config"])
+    try:
+        net.load_state_dict(blob["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not fit {name}({blob['config']}): {err}") from err
+    info = {k: v for k, v in blob.items() if k != "state_dict"}
+    return net.to(device), info

@@ -1,0 +1,122 @@
+"""The tutorial's parameters: the one place their defaults, types and ranges live."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+#: The seed's recipe. Notebooks repeat these as literals in their ``parameters`` cell
+#: (papermill needs literals); ``tests/test_notebooks.py`` checks that they agree.
+DEFAULTS: dict[str, Any] = {
+    "data_dir": "data",          # CIFAR-10 root: torchvision's download or an image-folder copy
+    "download": False,           # fetch the original archive through torchvision if missing
+    "epochs": 2,                 # passes over the training set
+    "batch_size": 4,             # images per step
+    "lr": 0.001,                 # SGD learning rate
+    "momentum": 0.9,             # SGD momentum
+    "seed": 0,                   # seeds weights and data order
+    "device": "auto",            # "auto", "cpu", "cuda", "cuda:1", "mps"
+    "num_workers": 0,            # DataLoader worker processes (0 = load in the main process)
+    "train_size": None,          # use the first N training images (None = all 50,000)
+    "test_size": None,           # use the first N test images (None = all 10,000)
+    "checkpoint": "checkpoints/cifar_net.pth",  # where notebook 03 saves and 04 loads the model
+    "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
+}
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "data_dir": (str, os.PathLike),
+    "download": (bool,),
+    "epochs": (int,),
+    "batch_size": (int,),
+    "lr": (float, int),
+    "momentum": (float, int),
+    "seed": (int,),
+    "device": (str,),
+    "num_workers": (int,),
+    "train_size": (int, type(None)),
+    "test_size": (int, type(None)),
+    "checkpoint": (str, os.PathLike),
+    "fast_data": (bool,),
+}
+
+
+@dataclass(frozen=True)
+class Params:
+    """A validated, immutable set of the tutorial's parameters."""
+
+    data_dir: str = DEFAULTS["data_dir"]
+    download: bool = DEFAULTS["download"]
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]
+    lr: float = DEFAULTS["lr"]
+    momentum: float = DEFAULTS["momentum"]
+    seed: int = DEFAULTS["seed"]
+    device: str = DEFAULTS["device"]
+    num_workers: int = DEFAULTS["num_workers"]
+    train_size: int | None = DEFAULTS["train_size"]
+    test_size: int | None = DEFAULTS["test_size"]
+    checkpoint: str = DEFAULTS["checkpoint"]
+    fast_data: bool = DEFAULTS["fast_data"]
+
+    def replace(self, **changes: Any) -> "Params":
+        """A copy with ``changes`` applied and validated."""
+        return make_params(**{**self.__dict__, **changes})
+
+
+def default_data_dir() -> str:
+    """``$CIFAR10_DATA_DIR`` if set, else ``"data"``."""
+    return os.environ.get("CIFAR10_DATA_DIR") or DEFAULTS["data_dir"]
+
+
+def make_params(**values: Any) -> Params:
+    """Validate ``values`` (names, types, ranges) and return them as :class:`Params`.
+
+    Raises ``ValueError`` naming every bad parameter and what it should be.
+    """
+    known = {f.name for f in fields(Params)}
+    problems = []
+    unknown = sorted(set(values) - known)
+    if unknown:
+        problems.append(f"unknown parameter(s) {unknown}; known: {sorted(known)}")
+    for name, value in values.items():
+        if name not in known:
+            continue
+        types = _TYPES[name]
+        # bool is an int in Python; refuse True where a count is meant.
+        if isinstance(value, bool) and bool not in types:
+            value_ok = False
+        else:
+            value_ok = isinstance(value, types)
+        if not value_ok:
+            wanted = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+            problems.append(f"{name}={value!r} has type {type(value).__name__}; expected {wanted}")
+            continue
+        msg = _range_problem(name, value)
+        if msg:
+            problems.append(msg)
+    if problems:
+        raise ValueError("Bad parameter(s): " + "; ".join(problems))
+    clean = {k: (os.fspath(v) if k in ("data_dir", "checkpoint") else v) for k, v in values.items()}
+    for k in ("lr", "momentum"):
+        if k in clean:
+            clean[k] = float(clean[k])
+    return replace(Params(), **clean)
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    if name in ("epochs", "batch_size") and value < 1:
+        return f"{name}={value} must be at least 1"
+    if name == "lr" and not value > 0:
+        return f"lr={value} must be > 0 (try 0.001)"
+    if name == "momentum" and not 0 <= value < 1:
+        return f"momentum={value} must be in [0, 1)"
+    if name == "num_workers" and value < 0:
+        return f"num_workers={value} must be >= 0"
+    if name in ("train_size", "test_size") and value is not None and value < 1:
+        return f"{name}={value} must be None (all images) or at least 1"
+    if name == "seed" and value < 0:
+        return f"seed={value} must be >= 0"
+    if name in ("data_dir", "checkpoint") and not os.fspath(value):
+        return f"{name} must not be empty"
+    return None

@@ -1,0 +1,183 @@
+"""The main job: run the numbered notebooks in order with papermill and write ``summary.json``.
+
+    python -m cifar_helpers.run_all [--out DIR] [-p NAME VALUE]... [--only 01,03] [--inplace]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .params import make_params
+
+METRICS_TAG = "metrics"              # cell whose application/json output holds the results
+PATH_PARAMS = ("data_dir", "checkpoint")
+NOTEBOOK_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+
+
+def notebooks_dir() -> Path:
+    """``./notebooks`` if the current folder has one, else the one beside this package."""
+    here = Path("notebooks")
+    return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def list_notebooks(folder: Path, only: Sequence[str] = ()) -> list[Path]:
+    """The numbered notebooks ``NN_name.ipynb`` in order, optionally only those numbered in ``only``."""
+    found = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_RE.match(p.name))
+    if only:
+        found = [p for p in found if p.name[:2] in only]
+    if not found:
+        raise SystemExit(f"run_all: no numbered notebooks (NN_name.ipynb) in {folder.resolve()}"
+                         + (f" matching --only {','.join(only)}" if only else ""))
+    return found
+
+
+def parse_value(text: str) -> Any:
+    """A ``-p`` value as a Python literal (``4``, ``0.01``, ``True``, ``None``), else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(path: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    import papermill as pm
+    return set(pm.inspect_notebook(str(path)))
+
+
+def publish_metrics(metrics: dict) -> None:
+    """Show ``metrics`` in a notebook as JSON, where :func:`read_metrics` finds it."""
+    from IPython.display import display
+    display({"application/json": metrics}, raw=True)
+
+
+def read_metrics(nb: dict) -> dict:
+    """The JSON shown by the cells tagged ``metrics`` of an executed notebook."""
+    found: dict = {}
+    for cell in nb["cells"]:
+        if METRICS_TAG in cell.get("metadata", {}).get("tags", []):
+            for out in cell.get("outputs", []):
+                found.update(out.get("data", {}).get("application/json", {}))
+    return found
+
+
+def strip_volatile(nb: dict) -> dict:
+    """Drop metadata that changes on every run (papermill's timings, execution times)."""
+    nb.get("metadata", {}).pop("papermill", None)
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("papermill", None)
+        cell.get("metadata", {}).pop("execution", None)
+    return nb
+
+
+def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
+        inplace: bool = False, folder: Path | None = None, log=print) -> dict:
+    """Execute the notebooks; return (and write to ``out/summary.json``) the summary."""
+    import nbformat
+    import papermill as pm
+
+    folder = (folder or notebooks_dir()).resolve()
+    paths = list_notebooks(folder, only)
+    declared = {p.name: declared_parameters(p) for p in paths}
+    everywhere = set().union(*declared.values())
+    unknown = sorted(set(parameters) - everywhere)
+    if unknown:
+        raise SystemExit(f"run_all: unknown parameter(s) {unknown}: no notebook declares them. "
+                         f"Declared: {sorted(everywhere)}")
+    make_params(**{k: v for k, v in parameters.items() if k in _schema_names()})  # fail early
+    parameters = {k: (str(Path(v).resolve()) if k in PATH_PARAMS else v)
+                  for k, v in parameters.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    if "checkpoint" not in parameters and not inplace:
+        parameters["checkpoint"] = str((out / "cifar_net.pth").resolve())
+
+    summary: dict[str, Any] = {"parameters": parameters, "notebooks": {},
+                               "test_accuracy": None, "per_class_accuracy": None}
+    failed = None
+    for path in paths:
+        name = path.name
+        if failed:
+            summary["notebooks"][name] = {"status": "not run", "seconds": 0.0}
+            continue
+        mine = {k: v for k, v in parameters.items() if k in declared[name]}
+        target = path if inplace else out / name
+        log(f"[run_all] {name} {mine or ''}".rstrip())
+        start = time.perf_counter()
+        status, error = "ok", None
+        try:
+            pm.execute_notebook(str(path), str(target), parameters=mine, cwd=str(folder),
+                                progress_bar=False, kernel_name="python3")
+        except pm.PapermillExecutionError as err:
+            status, error = "failed", f"{err.ename}: {err.evalue} (cell {err.exec_count})"
+        except Exception as err:  # kernel died, notebook unreadable, ...
+            status, error = "failed", f"{type(err).__name__}: {err}"
+        seconds = round(time.perf_counter() - start, 2)
+        entry: dict[str, Any] = {"status": status, "seconds": seconds}
+        if target.exists():
+            nb = nbformat.read(str(target), as_version=4)
+            if inplace:
+                nbformat.write(strip_volatile(nb), str(target))
+            metrics = read_metrics(nb)
+            if metrics:
+                entry["metrics"] = metrics
+                for key in ("test_accuracy", "per_class_accuracy"):
+                    if key in metrics:
+                        summary[key] = metrics[key]
+        if error:
+            entry["error"] = error
+            failed = f"{name} failed: {error}"
+        summary["notebooks"][name] = entry
+        log(f"[run_all] {name}: {status} in {seconds:.1f} s")
+    summary["status"] = "failed" if failed else "ok"
+    if failed:
+        summary["error"] = failed
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    return summary
+
+
+def _schema_names() -> set[str]:
+    from dataclasses import fields
+    from .params import Params
+    return {f.name for f in fields(Params)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar_helpers.run_all", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/latest", type=Path,
+                        help="folder for the executed notebooks and summary.json (default: %(default)s)")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"),
+                        help="set a parameter in every notebook that declares it (repeatable)")
+    parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
+    parser.add_argument("--inplace", action="store_true",
+                        help="write the outputs back into notebooks/ (regenerates the stored results; "
+                             "takes no -p)")
+    args = parser.parse_args(argv)
+    params = {name: parse_value(value) for name, value in args.parameter}
+    if args.inplace and params:
+        parser.error("--inplace stores the default run; it takes no -p (set CIFAR10_DATA_DIR instead)")
+    only = [x.strip().zfill(2) for x in args.only.split(",") if x.strip()]
+    try:
+        summary = run(args.out, params, only=only, inplace=args.inplace)
+    except ValueError as err:
+        print(f"run_all: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("status", "test_accuracy")}))
+    if summary["status"] != "ok":
+        print(f"run_all: {summary['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Checkpoints: round trip, clear errors for bad files, atomic writes."""
+
+import pytest
+import torch
+
+from cifar_helpers import checkpoint as ckpt
+from cifar_helpers.data import CIFAR10_CLASSES
+from cifar_helpers.models import Net
+
+
+def test_round_trip_rebuilds_the_same_model(tmp_path):
+    net = Net(8, 20)
+    path = ckpt.save_model(tmp_path / "sub" / "m.pth", net, CIFAR10_CLASSES, epochs=2)
+    rebuilt, info = ckpt.load_model(path, expect_model="Net", expect_classes=CIFAR10_CLASSES)
+    x = torch.randn(3, 3, 32, 32)
+    assert torch.equal(rebuilt(x), net(x))
+    assert info["epochs"] == 2 and info["config"] == {"c1": 8, "c2": 20, "num_classes": 10}
+    assert "state_dict" not in info
+
+
+def test_missing_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="Run notebook 03_training"):
+        ckpt.load_model(tmp_path / "none.pth")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = ckpt.save_model(tmp_path / "m.pth", Net(), CIFAR10_CLASSES)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ckpt.CheckpointError, match="corrupt or truncated"):
+        ckpt.load_model(path)
+
+
+def test_foreign_file_and_other_model_or_classes(tmp_path):
+    plain = tmp_path / "plain.pth"
+    torch.save(Net().state_dict(), plain)
+    with pytest.raises(ckpt.CheckpointError, match="not a cifar_helpers checkpoint"):
+        ckpt.load_model(plain)
+    path = ckpt.save_model(tmp_path / "m.pth", Net(), CIFAR10_CLASSES)
+    with pytest.raises(ckpt.CheckpointError, match="holds a 'Net' model, expected ResNet"):
+        ckpt.load_model(path, expect_model="ResNet")
+    with pytest.raises(ckpt.CheckpointError, match="trained on classes"):
+        ckpt.load_model(path, expect_classes=["a", "b"])
+    blob = torch.load(path, weights_only=True)
+    blob["config"] = {"c1": 7, "c2": 16, "num_classes": 10}
+    torch.save(blob, path)
+    with pytest.raises(ckpt.CheckpointError, match="do not fit"):
+        ckpt.load_model(path)
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+    path = ckpt.save_model(tmp_path / "m.pth", Net(), CIFAR10_CLASSES, epochs=1)
+    before = path.read_bytes()
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="No space"):
+        ckpt.save_model(path, Net(), CIFAR10_CLASSES, epochs=2)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind

@@ -1,0 +1,122 @@
+"""The notebooks: structure, parameters, stored results, and papermill runs on tiny data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import papermill as pm
+import pytest
+
+from cifar_helpers import run_all
+from cifar_helpers.data import CIFAR10_CLASSES
+from cifar_helpers.params import DEFAULTS
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+
+
+def code_cells(nb):
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def tags(cell):
+    return cell.get("metadata", {}).get("tags", [])
+
+
+def test_there_are_numbered_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    assert len(NOTEBOOKS) >= 4
+
+
+def test_notebooks_match_their_sources():
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "build_notebooks.py"), "--check"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_template(path):
+    nb = nbformat.read(str(path), as_version=4)
+    first, last = nb.cells[0].source, nb.cells[-1].source
+    assert "目录 / Contents" in first and first == last                   # navigation, top and bottom
+    assert nb.cells[1].source.startswith("# ") and "**Abstract.**" in nb.cells[1].source
+    assert "中文导读" in nb.cells[1].source and "**硬件：**" in nb.cells[1].source
+    code = code_cells(nb)
+    assert "import" in code[0].source and "parameters" in tags(code[1])
+    assert "assert" in code[-1].source                                   # a closing check
+    assert any("## 小结" in c.source for c in nb.cells) and any("## 练习" in c.source for c in nb.cells)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_parameter_defaults_are_the_shared_ones(path):
+    declared = pm.inspect_notebook(str(path))
+    assert declared["data_dir"]["default"] == 'os.environ.get("CIFAR10_DATA_DIR", "data")'
+    for name, info in declared.items():
+        if name != "data_dir":
+            assert name in DEFAULTS, f"{path.name} declares {name}, unknown to params.DEFAULTS"
+            assert eval(info["default"]) == DEFAULTS[name], name  # literals only: eval is exact
+        assert info["help"], f"{path.name}: parameter {name} has no comment"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_stored_outputs_are_a_real_run(path):
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in code_cells(nb):
+        assert cell.execution_count is not None, f"{path.name}: a cell was not executed"
+        assert not [o for o in cell.outputs if o.output_type == "error"]
+        if "nbval-check-output" in tags(cell):
+            assert cell.outputs, f"{path.name}: a checked cell has no stored output"
+        assert "papermill" not in cell.metadata and "execution" not in cell.metadata
+    assert "papermill" not in nb.metadata
+
+
+def test_stored_results_name_their_data_copy():
+    nb = nbformat.read(str(ROOT / "notebooks" / "01_data.ipynb"), as_version=4)
+    text = "".join(o.get("text", "") for c in code_cells(nb) for o in c.outputs)
+    assert "data source: folder layout" in text or "data source: torchvision layout" in text
+
+
+def test_run_all_on_tiny_data(tiny_folder, tmp_path):
+    out = tmp_path / "run"
+    code = run_all.main(["--out", str(out), "-p", "data_dir", str(tiny_folder), "-p", "epochs", "3",
+                         "-p", "lr", "0.01"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 0, summary
+    assert summary["status"] == "ok"
+    assert list(summary["notebooks"]) == [p.name for p in NOTEBOOKS]
+    for name, entry in summary["notebooks"].items():
+        assert entry["status"] == "ok" and entry["seconds"] > 0 and (out / name).is_file()
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert list(summary["per_class_accuracy"]) == list(CIFAR10_CLASSES)
+    assert summary["parameters"]["epochs"] == 3 and (out / "cifar_net.pth").is_file()
+    executed = nbformat.read(str(out / "03_training.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in tags(c)]
+    assert "epochs = 3" in injected[0].source
+
+
+def test_run_all_reports_a_failing_notebook(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = run_all.main(["--out", str(out), "--only", "01,02", "-p", "data_dir", str(tmp_path / "missing")])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == 1
+    assert summary["notebooks"]["01_data.ipynb"]["status"] == "failed"
+    assert summary["notebooks"]["02_network.ipynb"]["status"] == "not run"
+    err = capsys.readouterr().err
+    assert "01_data.ipynb failed: DataError: CIFAR-10 not found" in err
+
+
+def test_run_all_refuses_bad_parameters_before_running(tmp_path, capsys):
+    assert run_all.main(["--out", str(tmp_path), "-p", "epochs", "0"]) == 2
+    assert "epochs=0 must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown parameter.*'epoch'"):
+        run_all.main(["--out", str(tmp_path), "-p", "epoch", "3"])
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_parse_value():
+    assert [run_all.parse_value(v) for v in ["4", "0.01", "True", "None", "data/x"]] == [4, 0.01, True, None, "data/x"]
