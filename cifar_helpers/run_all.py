@@ -10,7 +10,6 @@ import ast
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,6 +95,8 @@ def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
     make_params(**{k: v for k, v in parameters.items() if k in _schema_names()})  # fail early
     parameters = {k: (str(Path(v).resolve()) if k in PATH_PARAMS else v)
                   for k, v in parameters.items()}
+    if os.environ.get("CIFAR10_DATA_DIR"):  # the kernels run in notebooks/: make it absolute
+        os.environ["CIFAR10_DATA_DIR"] = str(Path(os.environ["CIFAR10_DATA_DIR"]).resolve())
     out.mkdir(parents=True, exist_ok=True)
     if "checkpoint" not in parameters and not inplace:
         parameters["checkpoint"] = str((out / "cifar_net.pth").resolve())
