@@ -22,6 +22,9 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 #: The seed's normalization: maps [0, 1] to [-1, 1].
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
+#: CIFAR-10's real per-channel training-set statistics (notebook 01 measures them).
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 TV_FOLDER = "cifar-10-batches-py"   # what torchvision's download unpacks into data_dir
 _CACHE_VERSION = 1
 
@@ -39,9 +42,9 @@ def how_to_provide(data_dir: str | os.PathLike) -> str:
             f"as train/<class>/*.jpg and test/<class>/*.jpg.")
 
 
-def seed_transform() -> transforms.Compose:
-    """The seed's transform: ToTensor, then Normalize to [-1, 1]."""
-    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
+def seed_transform(mean=MEAN, std=STD) -> transforms.Compose:
+    """The seed's transform: ToTensor, then Normalize (by default to [-1, 1])."""
+    return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
 def find_layout(data_dir: str | os.PathLike) -> str | None:
@@ -276,7 +279,7 @@ class TensorLoader:
 
 def make_loader(data_dir: str | os.PathLike, train: bool, batch_size: int, *, seed: int = 0,
                 size: int | None = None, download: bool = False, fast: bool = True,
-                num_workers: int = 0) -> TensorLoader | DataLoader:
+                num_workers: int = 0, mean=MEAN, std=STD) -> TensorLoader | DataLoader:
     """A loader for one split: the fast path, or a torchvision dataset + ``DataLoader``.
 
     Both give the same images, labels and normalization; the training split is shuffled.
@@ -286,8 +289,9 @@ def make_loader(data_dir: str | os.PathLike, train: bool, batch_size: int, *, se
         idx = subset_indices(len(labels), size)
         if idx is not None:
             images, labels = images[idx], labels[idx]
-        return TensorLoader(images, labels, batch_size, shuffle=train, seed=seed)
-    dataset = subset(cifar10(data_dir, train=train, transform=seed_transform(), download=download), size)
+        return TensorLoader(images, labels, batch_size, shuffle=train, seed=seed, mean=mean, std=std)
+    dataset = subset(cifar10(data_dir, train=train, transform=seed_transform(mean, std),
+                             download=download), size)
     return dataloader(dataset, batch_size, shuffle=train, num_workers=num_workers, seed=seed)
 
 

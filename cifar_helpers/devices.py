@@ -42,3 +42,49 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def idle_cores(sample_seconds: float = 0.25) -> float:
+    """How many cores are idle right now: sampled from /proc/stat on Linux, else the load average."""
+    n = cpu_count()
+    try:
+        def snapshot() -> tuple[int, int]:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            return fields[3] + fields[4], sum(fields[:8])  # idle + iowait, total (no guest time)
+        import time
+        idle0, total0 = snapshot()
+        time.sleep(sample_seconds)
+        idle1, total1 = snapshot()
+        share = (idle1 - idle0) / max(1, total1 - total0)   # /proc/stat counts every core
+        return min(float(n), share * (os.cpu_count() or n))
+    except (OSError, ValueError, IndexError):
+        try:
+            return max(0.0, n - os.getloadavg()[0])
+        except (AttributeError, OSError):
+            return float(n)
+
+
+def cpu_threads(batch_size: int, max_threads: int | None = None) -> int:
+    """The project's CPU thread policy: 1 for tiny batches, else the cores idle right now.
+
+    A batch of a few images is too small to split (1 thread is as fast as 2 here), and every
+    thread that has to share a core with another busy program stalls all the others.
+    """
+    if batch_size < 32:
+        return 1
+    limit = min(cpu_count(), max_threads or torch.get_num_threads() or cpu_count())
+    return max(1, min(limit, int(idle_cores() + 0.25)))
+
+
+def supports_bf16(device: torch.device | str) -> bool:
+    """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False

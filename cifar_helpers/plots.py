@@ -84,3 +84,12 @@ def accuracy_vs_time(curves: dict[str, tuple[Sequence[float], Sequence[float]]])
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def line(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title: str = "") -> Figure:
+    """One labelled line."""
+    fig, ax = plt.subplots(figsize=(5, 2.5))
+    ax.plot(x, y)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return fig

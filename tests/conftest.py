@@ -87,9 +87,10 @@ def tiny_tv(_tiny_tv_files, monkeypatch) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Keep each test's decoded-tensor cache in its own folder."""
-    monkeypatch.setenv("CIFAR_HELPERS_CACHE", str(tmp_path / "cache"))
+def _private_cache(request, tmp_path, monkeypatch):
+    """Keep each test's decoded-tensor cache in its own folder (the real data keeps its own)."""
+    if request.node.get_closest_marker("realdata") is None:
+        monkeypatch.setenv("CIFAR_HELPERS_CACHE", str(tmp_path / "cache"))
 
 
 def copy_folder(src: Path, dst: Path) -> Path:

@@ -1,0 +1,123 @@
+"""Benchmarks that print their figures side by side with a baseline measured in the same run.
+
+    python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S]
+    python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Sequence
+
+import torch
+
+from . import data, speed
+from .devices import cpu_count, get_device
+
+
+def _line(result: dict) -> str:
+    return (f"{result['recipe']:<40} train {result['train_seconds']:8.2f} s   "
+            f"test accuracy {result['test_accuracy']:.4f}   "
+            f"{result['images_per_second']:9.0f} images/s   ({result['threads']} threads)")
+
+
+def tutorial(data_dir: str, skip_baseline: bool = False, seed: int = 0, device: str = "cpu",
+             train_size: int | None = None, test_size: int | None = None) -> dict:
+    """(a) the seed's recipe as the seed writes it, (b) the fast recipe; returns the JSON summary."""
+    device = get_device(device)
+    print(f"# bench tutorial: Net on {os.path.abspath(data_dir)} ({data.find_layout(data_dir)} layout), "
+          f"device {device}, {cpu_count()} cores, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    for train in (True, False):          # decode/cache outside any timing
+        data.load_tensors(data_dir, train=train)
+    results = {}
+    recipes = ([] if skip_baseline else [("baseline", speed.SEED)]) + [("fast", speed.FAST)]
+    for key, recipe in recipes:
+        print(f"# {key}: {recipe}", flush=True)
+        results[key] = speed.run(recipe, data_dir, seed=seed, device=device,
+                                 train_size=train_size, test_size=test_size)
+        print(_line(results[key]), flush=True)
+    base, fast = results.get("baseline"), results["fast"]
+    summary = {
+        "baseline_seconds": round(base["train_seconds"], 2) if base else None,
+        "baseline_accuracy": round(base["test_accuracy"], 4) if base else None,
+        "fast_seconds": round(fast["train_seconds"], 2),
+        "fast_accuracy": round(fast["test_accuracy"], 4),
+        "speedup": round(base["train_seconds"] / fast["train_seconds"], 1) if base else None,
+    }
+    if base:
+        print(f"speedup {summary['speedup']}x; fast accuracy {'>=' if fast['test_accuracy'] >= base['test_accuracy'] else '<'} baseline")
+    print(json.dumps(summary))
+    return summary
+
+
+CONTENTION_RECIPES = {"fast": speed.FAST, "seed-in-memory": speed.SEED_IN_MEMORY,
+                      "seed-code": speed.SEED}
+
+
+def contention(data_dir: str, names: Sequence[str], seed: int = 0) -> dict:
+    """Each recipe on an idle machine, then beside a process spinning on one core; the slowdowns."""
+    print(f"# bench contention: {os.path.abspath(data_dir)}, {cpu_count()} cores, torch {torch.__version__}")
+    for train in (True, False):
+        data.load_tensors(data_dir, train=train)
+    seconds: dict[str, dict[str, float]] = {n: {} for n in names}
+    for condition in ("idle", "busy"):
+        hog = None
+        if condition == "busy":
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            time.sleep(1.0)
+        try:
+            for name in names:
+                res = speed.run(CONTENTION_RECIPES[name], data_dir, seed=seed)
+                seconds[name][condition] = res["train_seconds"]
+                print(f"{condition:<5} {name:<16} train {res['train_seconds']:8.2f} s   test accuracy "
+                      f"{res['test_accuracy']:.4f}   ({res['threads']} threads)", flush=True)
+        finally:
+            if hog:
+                hog.kill()
+                hog.wait()
+    summary = {n: {"idle_seconds": round(s["idle"], 2), "busy_seconds": round(s["busy"], 2),
+                   "slowdown": round(s["busy"] / s["idle"], 2)} for n, s in seconds.items()}
+    for n, s in summary.items():
+        print(f"{n:<16} slowdown beside a busy process: {s['slowdown']}x")
+    print(json.dumps(summary))
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cifar_helpers.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("tutorial", help="the seed's recipe vs the fast recipe for the same Net")
+    t.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    t.add_argument("--skip-baseline", action="store_true", help="run only the fast recipe")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--train-size", type=int, default=None, help="a subset, for quick checks")
+    t.add_argument("--test-size", type=int, default=None)
+    c = sub.add_parser("contention", help="each recipe idle, then beside a busy process")
+    c.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    c.add_argument("--with-seed-code", action="store_true",
+                   help="also the seed's code as written (about 15 minutes beside a busy process)")
+    c.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tutorial":
+            tutorial(args.data_dir, args.skip_baseline, args.seed, args.device,
+                     args.train_size, args.test_size)
+        else:
+            names = ["fast", "seed-in-memory"] + (["seed-code"] if args.with_seed_code else [])
+            contention(args.data_dir, names, args.seed)
+    except (data.DataError, ValueError, RuntimeError) as err:
+        print(f"bench: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
