@@ -27,6 +27,24 @@ def _line(result: dict) -> str:
             f"{result['images_per_second']:9.0f} images/s   ({result['threads']} threads)")
 
 
+RECIPES = {"fast": speed.FAST, "seed-in-memory": speed.SEED_IN_MEMORY,
+                      "seed-code": speed.SEED}
+
+
+def run_isolated(name: str, data_dir: str, seed: int = 0, device: str = "cpu",
+                 train_size: int | None = None, test_size: int | None = None) -> dict:
+    """``speed.run`` of one named recipe in a fresh Python process, so no run inherits another's state."""
+    cmd = [sys.executable, "-m", "cifar_helpers.bench", "_one", name, "--data-dir", data_dir,
+           "--seed", str(seed), "--device", device]
+    for flag, value in (("--train-size", train_size), ("--test-size", test_size)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"recipe {name!r} failed: {done.stderr.strip()[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def tutorial(data_dir: str, skip_baseline: bool = False, seed: int = 0, device: str = "cpu",
              train_size: int | None = None, test_size: int | None = None) -> dict:
     """(a) the seed's recipe as the seed writes it, (b) the fast recipe; returns the JSON summary."""
@@ -36,11 +54,10 @@ def tutorial(data_dir: str, skip_baseline: bool = False, seed: int = 0, device: 
     for train in (True, False):          # decode/cache outside any timing
         data.load_tensors(data_dir, train=train)
     results = {}
-    recipes = ([] if skip_baseline else [("baseline", speed.SEED)]) + [("fast", speed.FAST)]
-    for key, recipe in recipes:
-        print(f"# {key}: {recipe}", flush=True)
-        results[key] = speed.run(recipe, data_dir, seed=seed, device=device,
-                                 train_size=train_size, test_size=test_size)
+    recipes = ([] if skip_baseline else [("baseline", "seed-code")]) + [("fast", "fast")]
+    for key, name in recipes:
+        print(f"# {key}: {RECIPES[name]}", flush=True)
+        results[key] = run_isolated(name, data_dir, seed, str(device), train_size, test_size)
         print(_line(results[key]), flush=True)
     base, fast = results.get("baseline"), results["fast"]
     summary = {
@@ -56,8 +73,6 @@ def tutorial(data_dir: str, skip_baseline: bool = False, seed: int = 0, device: 
     return summary
 
 
-CONTENTION_RECIPES = {"fast": speed.FAST, "seed-in-memory": speed.SEED_IN_MEMORY,
-                      "seed-code": speed.SEED}
 
 
 def contention(data_dir: str, names: Sequence[str], seed: int = 0) -> dict:
@@ -73,7 +88,7 @@ def contention(data_dir: str, names: Sequence[str], seed: int = 0) -> dict:
             time.sleep(1.0)
         try:
             for name in names:
-                res = speed.run(CONTENTION_RECIPES[name], data_dir, seed=seed)
+                res = run_isolated(name, data_dir, seed)
                 seconds[name][condition] = res["train_seconds"]
                 print(f"{condition:<5} {name:<16} train {res['train_seconds']:8.2f} s   test accuracy "
                       f"{res['test_accuracy']:.4f}   ({res['threads']} threads)", flush=True)
@@ -105,9 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--with-seed-code", action="store_true",
                    help="also the seed's code as written (about 15 minutes beside a busy process)")
     c.add_argument("--seed", type=int, default=0)
+    one = sub.add_parser("_one")  # internal: one recipe, one JSON line (used by run_isolated)
+    one.add_argument("recipe", choices=sorted(RECIPES))
+    one.add_argument("--data-dir", required=True)
+    one.add_argument("--seed", type=int, default=0)
+    one.add_argument("--device", default="cpu")
+    one.add_argument("--train-size", type=int, default=None)
+    one.add_argument("--test-size", type=int, default=None)
     args = parser.parse_args(argv)
     try:
-        if args.command == "tutorial":
+        if args.command == "_one":
+            res = speed.run(RECIPES[args.recipe], args.data_dir, seed=args.seed,
+                            device=args.device, train_size=args.train_size, test_size=args.test_size)
+            print(json.dumps({k: v for k, v in res.items() if k != "curve"}))
+        elif args.command == "tutorial":
             tutorial(args.data_dir, args.skip_baseline, args.seed, args.device,
                      args.train_size, args.test_size)
         else:

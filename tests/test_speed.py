@@ -73,8 +73,7 @@ def test_bench_refuses_missing_data(tmp_path, capsys):
     assert "CIFAR-10 not found" in capsys.readouterr().err
 
 
-def test_bench_contention_reports_slowdowns(tiny_folder, capsys, monkeypatch):
-    monkeypatch.setitem(bench.CONTENTION_RECIPES, "fast", replace(speed.FAST, batch_size=16))
+def test_bench_contention_reports_slowdowns(tiny_folder, capsys):
     assert bench.main(["contention", "--data-dir", str(tiny_folder)]) == 0
     out = capsys.readouterr().out
     summary = _last_json(out)
