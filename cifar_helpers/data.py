@@ -221,6 +221,13 @@ def load_tensors(data_dir: str | os.PathLike, train: bool = True, download: bool
     return images, labels
 
 
+def normalize(images_uint8: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
+    """uint8 images to floats, exactly as ``ToTensor`` + ``Normalize(mean, std)`` compute them."""
+    mean = torch.as_tensor(mean, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
+    std = torch.as_tensor(std, dtype=torch.float32, device=images_uint8.device).view(-1, 1, 1)
+    return images_uint8.float().div(255).sub(mean).div(std)
+
+
 class TensorLoader:
     """Batches ``(inputs, labels)`` from uint8 tensors, normalized as the seed's transform does.
 
@@ -265,8 +272,8 @@ class TensorLoader:
         return torch.randperm(n, generator=g).to(self.device)
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 images to floats, exactly as ``ToTensor`` + ``Normalize`` compute them."""
-        return images_uint8.float().div(255).sub(self.mean).div(self.std)
+        """This loader's :func:`normalize`."""
+        return normalize(images_uint8, self.mean, self.std)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         idx = self.order(self.epoch)

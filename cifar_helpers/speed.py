@@ -179,7 +179,7 @@ def loader_throughput(loader, batches: int) -> float:
 
 def step_throughput(batch_size: int, threads: int, steps: int = 200,
                     device: str | torch.device = "cpu", channels_last: bool = False,
-                    bf16: bool = False) -> float:
+                    bf16: bool = False, widths: tuple[int, int] = (6, 16)) -> float:
     """Images per second of ``Net`` training steps on random in-memory batches (data cost excluded)."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -187,7 +187,7 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     try:
         warm_up(Recipe("probe", batch_size=batch_size), device)
-        net = Net().to(device, memory_format=fmt)
+        net = Net(*widths).to(device, memory_format=fmt)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (batch_size,), device=device)
@@ -200,6 +200,8 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
                 loss = nn.functional.cross_entropy(net(x), y)
             loss.backward()
             opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return steps * batch_size / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(old)

@@ -1,18 +1,31 @@
-"""The training loop: the seed's loop plus a progress bar, a loss history and an epoch hook."""
+"""The training loop — the seed's loop plus a progress bar, a loss history, per-epoch checkpoints
+that resume exactly, and guards — and ``python -m cifar_helpers.train``, notebook 03 as a script.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import random
 import sys
-from typing import Callable, Iterable
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from .checkpoint import CheckpointError, read_checkpoint, save_model
+
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names epoch and step."""
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one is intact."""
 
 
 def default_print_every(num_batches: int) -> int:
@@ -20,20 +33,84 @@ def default_print_every(num_batches: int) -> int:
     return 2000 if num_batches >= 8000 else max(1, num_batches // 4)
 
 
+def rng_state() -> dict:
+    """Every random number generator a training step may draw from."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _loader_state(loader) -> dict:
+    """What fixes the next epoch's order: the epoch (TensorLoader) or the shuffling generator."""
+    generator = getattr(loader, "generator", None)
+    return {"generator": generator.get_state()} if isinstance(generator, torch.Generator) else {}
+
+
+def _resume(path: Path, net: nn.Module, optimizer, scheduler, trainloader, run: dict) -> tuple[int, dict]:
+    """Restore a run from its last checkpoint; return (epochs done, history)."""
+    state = read_checkpoint(path)
+    if state.get("model") != type(net).__name__ or state.get("config") != net.config():
+        raise CheckpointError(f"{path} holds a {state.get('model')}{state.get('config')}, not the "
+                              f"{type(net).__name__}{net.config()} being trained; use another "
+                              f"checkpoint path or resume=False.")
+    if "optimizer" not in state:
+        raise CheckpointError(f"{path} holds only model weights, no training state to resume from; "
+                              f"use resume=False (or another checkpoint path).")
+    saved_run = state.get("run", {})
+    changed = {k: (saved_run.get(k), v) for k, v in run.items() if saved_run.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
+        raise CheckpointError(f"cannot resume {path} with other settings ({what}); use the same "
+                              f"parameters, or resume=False to start again.")
+    net.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    if "generator" in state.get("loader", {}):
+        trainloader.generator.set_state(state["loader"]["generator"])
+    return state["epoch"], state["history"]
+
+
 def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
           optimizer: torch.optim.Optimizer, epochs: int, device: torch.device | str = "cpu",
-          *, print_every: int | None = None, progress: bool = True, start_epoch: int = 0,
-          scheduler=None, on_epoch_end: Callable[[int, dict], None] | None = None) -> dict:
-    """Train ``net`` for epochs ``start_epoch .. epochs-1``, printing the seed's running-loss lines.
+          *, print_every: int | None = None, progress: bool = True, scheduler=None,
+          checkpoint: str | Path | None = None, resume: bool = False,
+          classes: Sequence[str] | None = None, run: dict | None = None) -> dict:
+    """Train ``net`` for ``epochs`` epochs, printing the seed's running-loss lines.
 
-    Returns ``{"step_loss": [...], "running_loss": [(epoch, step, value), ...]}`` (1-based, as printed).
+    With ``checkpoint``, the whole training state is written atomically after every epoch; with
+    ``resume`` too, training continues exactly where that file ends. ``run`` holds the settings a
+    resumed run must share (lr, batch size, seed, ...). Returns ``{"step_loss": [...],
+    "running_loss": [(epoch, step, value), ...], "resumed_from": epochs already done}``.
     """
     device = torch.device(device)
     num_batches = len(trainloader)
     print_every = print_every or default_print_every(num_batches)
+    run = dict(run or {})
     history: dict = {"step_loss": [], "running_loss": []}
+    start_epoch = 0
+    path = Path(checkpoint) if checkpoint else None
+    if path is not None and resume and path.exists():
+        start_epoch, history = _resume(path, net, optimizer, scheduler, trainloader, run)
+        print(f"resumed from {path} after epoch {start_epoch}")
+    history["resumed_from"] = start_epoch
     net.train()
     for epoch in range(start_epoch, epochs):
+        if hasattr(trainloader, "set_epoch"):
+            trainloader.set_epoch(epoch)          # each epoch's order depends on the epoch alone
         running_loss = 0.0
         bar = tqdm(trainloader, total=num_batches, desc=f"epoch {epoch + 1}/{epochs}",
                    disable=not progress, file=sys.stderr, mininterval=2.0)
@@ -48,9 +125,11 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
                 scheduler.step()
             value = loss.item()
             if not math.isfinite(value):
+                kept = (f" The last good checkpoint (after epoch {epoch}) is kept at {path}."
+                        if path is not None and path.exists() else "")
                 raise NonFiniteLossError(
                     f"loss is {value} at epoch {epoch + 1}, step {i + 1}: training diverged. "
-                    f"Try a lower learning rate (lr).")
+                    f"Try a lower learning rate (lr).{kept}")
             history["step_loss"].append(value)
             running_loss += value
             if i % print_every == print_every - 1:
@@ -58,7 +137,100 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
                 tqdm.write(line) if progress else print(line)
                 history["running_loss"].append((epoch + 1, i + 1, running_loss / print_every))
                 running_loss = 0.0
+            _maybe_fault()
         bar.close()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, history)
+        if path is not None:
+            _save_state(path, net, optimizer, scheduler, trainloader, epoch + 1, history, classes, run)
     return history
+
+
+def _save_state(path: Path, net, optimizer, scheduler, trainloader, epochs_done: int,
+                history: dict, classes, run: dict) -> None:
+    from .data import CIFAR10_CLASSES
+    try:
+        save_model(path, net, classes or CIFAR10_CLASSES, epoch=epochs_done, run=run,
+                   optimizer=optimizer.state_dict(),
+                   scheduler=scheduler.state_dict() if scheduler is not None else None,
+                   rng=rng_state(), loader=_loader_state(trainloader),
+                   history={k: v for k, v in history.items() if k != "resumed_from"})
+    except OSError as err:
+        previous = " The previous checkpoint is intact." if path.exists() else ""
+        raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} after epoch "
+                                   f"{epochs_done}: {err.strerror or err}.{previous} Free some space "
+                                   f"or choose another checkpoint path, then resume.") from err
+
+
+_FAULT = {"delay": 0.0}
+
+
+def _maybe_fault() -> None:
+    """Test hook: ``CIFAR_HELPERS_STEP_DELAY`` seconds of sleep per step, to kill runs mid-way."""
+    if _FAULT["delay"]:
+        time.sleep(_FAULT["delay"])
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Notebook 03 as a script: train ``Net`` with the classic recipe, checkpoint, evaluate."""
+    import os
+
+    from . import data
+    from .devices import cpu_threads, get_device
+    from .evaluate import accuracy, predict
+    from .models import Net
+    from .params import make_params
+
+    p = argparse.ArgumentParser(prog="python -m cifar_helpers.train", description=main.__doc__)
+    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    p.add_argument("--download", action="store_true")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.001)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--checkpoint", default="checkpoints/cifar_net.pth")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    params = make_params(data_dir=a.data_dir, download=a.download, epochs=a.epochs,
+                         batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, seed=a.seed,
+                         device=a.device, train_size=a.train_size, test_size=a.test_size,
+                         checkpoint=a.checkpoint)
+    _FAULT["delay"] = float(os.environ.get("CIFAR_HELPERS_STEP_DELAY", "0") or 0)
+    device = get_device(params.device)
+    torch.set_num_threads(cpu_threads(params.batch_size))
+    torch.manual_seed(params.seed)
+    trainloader, testloader = data.make_loaders(params.data_dir, params.batch_size, seed=params.seed,
+                                                train_size=params.train_size,
+                                                test_size=params.test_size, download=params.download)
+    net = Net().to(device)
+    optimizer = torch.optim.SGD(net.parameters(), lr=params.lr, momentum=params.momentum)
+    run = run_settings(params, len(trainloader.dataset))
+    start = time.perf_counter()
+    history = train(net, trainloader, nn.CrossEntropyLoss(), optimizer, params.epochs, device,
+                    progress=not a.no_progress, checkpoint=params.checkpoint, resume=a.resume,
+                    classes=data.CIFAR10_CLASSES, run=run)
+    seconds = time.perf_counter() - start
+    result = {"test_accuracy": accuracy(*predict(net, testloader, device)), "epochs": params.epochs,
+              "resumed_from": history["resumed_from"], "train_seconds": round(seconds, 2),
+              "checkpoint": str(Path(params.checkpoint).resolve())}
+    print(json.dumps(result))
+    return result
+
+
+def run_settings(params, train_images: int) -> dict:
+    """The settings a resumed run must share with the run that wrote the checkpoint."""
+    return {"batch_size": params.batch_size, "lr": params.lr, "momentum": params.momentum,
+            "seed": params.seed, "train_images": train_images, "fast_data": params.fast_data}
+
+
+if __name__ == "__main__":
+    from .data import DataError
+    from .devices import DeviceError
+    try:
+        main()
+    except (ValueError, DataError, DeviceError, CheckpointWriteError, NonFiniteLossError) as err:
+        print(f"cifar_helpers.train: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -4,7 +4,7 @@ Source format: Markdown; each ```` ```python [tag ...] ```` fence is one code ce
 tags; a line ``+++`` splits Markdown into cells. A navigation line is added at the top and
 bottom of every notebook. Outputs come from ``python -m cifar_helpers.run_all --inplace``.
 
-    python tools/build_notebooks.py            # rebuild every notebook from its source
+    python tools/build_notebooks.py            # rebuild the notebooks whose source changed
     python tools/build_notebooks.py --check    # exit 1 if a notebook's cells differ from its source
 """
 
@@ -95,14 +95,16 @@ def main() -> int:
     for name in names:
         nb = build(name, names, titles)
         target = OUT / f"{name}.ipynb"
+        current = nbformat.read(str(target), as_version=4) if target.exists() else None
         if args.check:
-            current = nbformat.read(str(target), as_version=4) if target.exists() else None
             if current is None or signature(current) != signature(nb):
                 stale.append(target.name)
+        elif current is not None and signature(current) == signature(nb):
+            continue                  # unchanged: keep its stored outputs
         else:
             nbformat.validate(nb)
             nbformat.write(nb, str(target))
-            print(f"wrote {target.relative_to(ROOT)}")
+            print(f"wrote {target.relative_to(ROOT)} (no outputs: regenerate with run_all --inplace)")
     if stale:
         print("out of date with notebooks/src (run python tools/build_notebooks.py): "
               + ", ".join(stale), file=sys.stderr)

@@ -1,0 +1,227 @@
+"""Data-parallel training of ``Net`` with DistributedDataParallel, launched by torchrun.
+
+    torchrun --standalone --nproc_per_node N -m cifar_helpers.distributed [options]
+    torchrun --nnodes 2 --node_rank R --rdzv_backend c10d --rdzv_endpoint HOST:PORT \\
+             --nproc_per_node N -m cifar_helpers.distributed [options]
+
+Without torchrun it runs as one process. gloo on CPU, nccl on CUDA, chosen automatically.
+Each process trains on its shard of every global batch (``DistributedSampler`` with
+``set_epoch``); DDP averages the gradients, so N processes with ``--batch-size B`` (the global
+batch) follow the same path as one process with batch B. Only rank 0 logs and saves. The last
+line printed is JSON with ``world_size``, ``test_accuracy`` and ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DistributedSampler
+
+from . import data
+from .checkpoint import save_model
+from .devices import DeviceError
+from .models import Net
+from .params import make_params
+
+FAULT_ENV = "CIFAR_HELPERS_FAULT"   # fault injection for tests: "rank=R,step=S" exits that rank
+
+
+class LaunchError(RuntimeError):
+    """The launch cannot work here (backend, devices, world size); the message says why."""
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="torchrun ... -m cifar_helpers.distributed", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128, help="global batch (all processes together)")
+    p.add_argument("--lr", type=float, default=0.032)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-size", type=int, default=None)
+    p.add_argument("--test-size", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    p.add_argument("--backend", default="auto", help="auto (nccl on CUDA, else gloo), gloo or nccl")
+    p.add_argument("--width", type=int, nargs=2, default=(6, 16), metavar=("C1", "C2"),
+                   help="conv channels of Net (the seed's 6 16; the wide variant 64 128)")
+    p.add_argument("--checkpoint", default=None, help="where rank 0 saves the model (optional)")
+    p.add_argument("--save-weights", default=None, help=argparse.SUPPRESS)  # tests: raw state_dict
+    return p.parse_args(argv)
+
+
+def choose(args: argparse.Namespace, world_size: int, local_rank: int) -> tuple[torch.device, str]:
+    """The device and backend for this process, or a LaunchError saying why it cannot work."""
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise LaunchError(f"--device {args.device!r}: use auto, cpu or cuda")
+    cuda = torch.cuda.is_available()
+    if args.device == "cuda" and not cuda:
+        raise DeviceError("--device cuda, but CUDA is not available here; use --device cpu")
+    use_cuda = cuda and args.device != "cpu"
+    if use_cuda:
+        n = torch.cuda.device_count()
+        if local_rank >= n:
+            raise LaunchError(f"{world_size} processes need one GPU each, but this node has {n} "
+                              f"GPU(s): use --nproc_per_node {n} or fewer (or --device cpu)")
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    backend = args.backend
+    if backend == "auto":
+        backend = "nccl" if use_cuda else "gloo"
+    if backend not in ("gloo", "nccl"):
+        raise LaunchError(f"--backend {backend!r}: use auto, gloo or nccl")
+    available = dist.is_nccl_available() if backend == "nccl" else dist.is_gloo_available()
+    if not available:
+        raise LaunchError(f"backend {backend} is not available in this PyTorch build; use --backend gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise LaunchError("backend nccl needs CUDA GPUs; on CPU use --backend gloo (or auto)")
+    return device, backend
+
+
+def _fault_step(rank: int) -> int | None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return None
+    fields = dict(kv.split("=") for kv in spec.split(","))
+    return int(fields["step"]) if int(fields["rank"]) == rank else None
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    args = parse_args(argv)
+    make_params(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                seed=args.seed, train_size=args.train_size, test_size=args.test_size)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if args.batch_size % world_size:
+        raise LaunchError(f"--batch-size {args.batch_size} must be divisible by the {world_size} processes")
+    device, backend = choose(args, world_size, local_rank)
+    distributed = "RANK" in os.environ
+    if distributed:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        # a dead peer ends a collective after the timeout instead of hanging forever
+        dist.init_process_group(backend, timeout=timedelta(seconds=60),
+                                device_id=device if device.type == "cuda" else None)
+    try:
+        return _train(args, rank, world_size, device, backend, distributed)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(args, rank: int, world_size: int, device: torch.device, backend: str,
+           distributed: bool) -> dict:
+    log = print if rank == 0 else (lambda *a, **k: None)
+    torch.manual_seed(args.seed)                      # same initial weights on every rank
+    images, labels = data.load_tensors(args.data_dir, train=True)
+    idx = data.subset_indices(len(labels), args.train_size)
+    if idx is not None:
+        images, labels = images[idx], labels[idx]
+    images, labels = images.to(device), labels.to(device)
+    sampler = DistributedSampler(range(len(labels)), num_replicas=world_size, rank=rank,
+                                 shuffle=True, seed=args.seed, drop_last=True)
+    local_batch = args.batch_size // world_size
+    net = Net(*args.width).to(device)                 # move first, then build the optimizer
+    model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    crash_at = _fault_step(rank)
+    log(f"world size {world_size}, backend {backend if distributed else 'none'}, device {device}, "
+        f"global batch {args.batch_size} = {world_size} x {local_batch}, {len(sampler)} images per process")
+    step, seconds = 0, 0.0
+    for epoch in range(args.epochs):
+        sampler.set_epoch(epoch)                      # a new order every epoch, the same on all ranks
+        order = torch.tensor(list(sampler), device=device)
+        start = time.perf_counter()
+        loss_sum = torch.zeros(2, device=device)      # summed loss, images
+        model.train()
+        for b in range(0, len(order), local_batch):
+            i = order[b:b + local_batch]
+            inputs = data.normalize(images[i])
+            optimizer.zero_grad()
+            loss = criterion(model(inputs), labels[i])
+            loss.backward()                           # DDP all-reduces (averages) the gradients here
+            optimizer.step()
+            loss_sum += torch.stack([loss.detach() * len(i), torch.tensor(float(len(i)), device=device)])
+            step += 1
+            if crash_at is not None and step == crash_at:
+                print(f"[rank {rank}] injected fault at step {step}", file=sys.stderr, flush=True)
+                os._exit(3)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - start
+        if distributed:
+            dist.all_reduce(loss_sum)                 # every rank joins; only rank 0 prints
+        log(f"epoch {epoch + 1}: mean training loss {loss_sum[0].item() / loss_sum[1].item():.4f}")
+    accuracy = _evaluate(net, args, rank, world_size, device, distributed)
+    result = {"world_size": world_size, "test_accuracy": accuracy, "train_seconds": round(seconds, 3),
+              "backend": backend if distributed else None, "device": str(device),
+              "global_batch": args.batch_size, "epochs": args.epochs}
+    if rank == 0:
+        if args.checkpoint:
+            save_model(args.checkpoint, net, data.CIFAR10_CLASSES, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                       seed=args.seed, world_size=world_size)
+        if args.save_weights:
+            torch.save({k: v.cpu() for k, v in net.state_dict().items()}, args.save_weights)
+        print(json.dumps(result), flush=True)
+    return result
+
+
+@torch.no_grad()
+def _evaluate(net: nn.Module, args, rank: int, world_size: int, device: torch.device,
+              distributed: bool) -> float:
+    """Test accuracy: each rank scores every world_size-th test image; counts are all-reduced."""
+    images, labels = data.load_tensors(args.data_dir, train=False)
+    idx = data.subset_indices(len(labels), args.test_size)
+    if idx is not None:
+        images, labels = images[idx], labels[idx]
+    loader = data.TensorLoader(images[rank::world_size], labels[rank::world_size], 1000, device=device)
+    net.eval()
+    counts = torch.zeros(2, device=device)
+    for inputs, targets in loader:
+        counts += torch.stack([(net(inputs).argmax(1) == targets).sum().float(),
+                               torch.tensor(float(len(targets)), device=device)])
+    if distributed:
+        dist.all_reduce(counts)
+    return counts[0].item() / counts[1].item()
+
+
+def launch(nproc: int, args: Sequence[str], log=print) -> dict:
+    """Run ``torchrun --standalone --nproc_per_node nproc -m cifar_helpers.distributed args``.
+
+    Streams its output through ``log`` and returns the JSON result; a failure raises with the tail.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+           str(nproc), "-m", "cifar_helpers.distributed", *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line.rstrip("\n"))
+        if line.strip() and not line.startswith("*****"):
+            log(lines[-1])
+    if proc.wait() != 0:
+        tail = "\n".join(lines[-25:])
+        raise RuntimeError(f"torchrun exited with {proc.returncode}:\n{tail}")
+    return json.loads(next(l for l in reversed(lines) if l.startswith("{")))
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (LaunchError, DeviceError, data.DataError, ValueError) as err:
+        print(f"cifar_helpers.distributed: {err}", file=sys.stderr)
+        sys.exit(2)
