@@ -29,10 +29,11 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from . import data
-from .checkpoint import save_model
+from .checkpoint import CheckpointError, read_checkpoint, save_model
 from .devices import DeviceError
 from .models import Net
 from .params import make_params
+from .train import set_step_delay_from_env, step_delay
 
 FAULT_ENV = "CIFAR_HELPERS_FAULT"   # fault injection for tests: "rank=R,step=S" exits that rank
 
@@ -56,7 +57,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backend", default="auto", help="auto (nccl on CUDA, else gloo), gloo or nccl")
     p.add_argument("--width", type=int, nargs=2, default=(6, 16), metavar=("C1", "C2"),
                    help="conv channels of Net (the seed's 6 16; the wide variant 64 128)")
-    p.add_argument("--checkpoint", default=None, help="where rank 0 saves the model (optional)")
+    p.add_argument("--checkpoint", default=None,
+                   help="rank 0 saves the training state here after every epoch (optional)")
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--save-weights", default=None, help=argparse.SUPPRESS)  # tests: raw state_dict
     return p.parse_args(argv)
 
@@ -102,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
     make_params(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                 seed=args.seed, train_size=args.train_size, test_size=args.test_size)
+    set_step_delay_from_env()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -135,14 +139,20 @@ def _train(args, rank: int, world_size: int, device: torch.device, backend: str,
                                  shuffle=True, seed=args.seed, drop_last=True)
     local_batch = args.batch_size // world_size
     net = Net(*args.width).to(device)                 # move first, then build the optimizer
+    optimizer = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=args.momentum)
+    run = {"world_size": world_size, "global_batch": args.batch_size, "lr": args.lr,
+           "momentum": args.momentum, "seed": args.seed, "train_images": len(labels)}
+    start_epoch = 0
+    if args.resume and args.checkpoint and os.path.exists(args.checkpoint):
+        start_epoch = _resume(args.checkpoint, net, optimizer, run)   # every rank, before DDP
+        log(f"resumed from {args.checkpoint} after epoch {start_epoch}")
     model = DDP(net, device_ids=[device.index] if device.type == "cuda" else None) if distributed else net
     criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     crash_at = _fault_step(rank)
     log(f"world size {world_size}, backend {backend if distributed else 'none'}, device {device}, "
         f"global batch {args.batch_size} = {world_size} x {local_batch}, {len(sampler)} images per process")
     step, seconds = 0, 0.0
-    for epoch in range(args.epochs):
+    for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch)                      # a new order every epoch, the same on all ranks
         order = torch.tensor(list(sampler), device=device)
         start = time.perf_counter()
@@ -160,25 +170,41 @@ def _train(args, rank: int, world_size: int, device: torch.device, backend: str,
             if crash_at is not None and step == crash_at:
                 print(f"[rank {rank}] injected fault at step {step}", file=sys.stderr, flush=True)
                 os._exit(3)
+            step_delay()
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds += time.perf_counter() - start
         if distributed:
             dist.all_reduce(loss_sum)                 # every rank joins; only rank 0 prints
         log(f"epoch {epoch + 1}: mean training loss {loss_sum[0].item() / loss_sum[1].item():.4f}")
+        if rank == 0 and args.checkpoint:              # identical on every rank: rank 0 writes
+            save_model(args.checkpoint, net, data.CIFAR10_CLASSES, epoch=epoch + 1, run=run,
+                       optimizer=optimizer.state_dict())
     accuracy = _evaluate(net, args, rank, world_size, device, distributed)
     result = {"world_size": world_size, "test_accuracy": accuracy, "train_seconds": round(seconds, 3),
               "backend": backend if distributed else None, "device": str(device),
               "global_batch": args.batch_size, "epochs": args.epochs}
+    result["resumed_from"] = start_epoch
     if rank == 0:
-        if args.checkpoint:
-            save_model(args.checkpoint, net, data.CIFAR10_CLASSES, epochs=args.epochs,
-                       batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                       seed=args.seed, world_size=world_size)
         if args.save_weights:
             torch.save({k: v.cpu() for k, v in net.state_dict().items()}, args.save_weights)
         print(json.dumps(result), flush=True)
     return result
+
+
+def _resume(path: str, net: nn.Module, optimizer, run: dict) -> int:
+    """Load the state rank 0 saved; refuse one from other settings. Returns the epochs done."""
+    state = read_checkpoint(path)
+    if "optimizer" not in state or state.get("config") != net.config():
+        raise CheckpointError(f"{path} is not a training state of this Net{net.config()}; use "
+                              f"another --checkpoint or drop --resume")
+    changed = {k: (state.get("run", {}).get(k), v) for k, v in run.items() if state.get("run", {}).get(k) != v}
+    if changed:
+        raise CheckpointError(f"cannot resume {path} with other settings: "
+                              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    net.load_state_dict(state["state_dict"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"]
 
 
 @torch.no_grad()
@@ -222,6 +248,6 @@ def launch(nproc: int, args: Sequence[str], log=print) -> dict:
 if __name__ == "__main__":
     try:
         main()
-    except (LaunchError, DeviceError, data.DataError, ValueError) as err:
+    except (LaunchError, DeviceError, data.DataError, ValueError, CheckpointError) as err:
         print(f"cifar_helpers.distributed: {err}", file=sys.stderr)
         sys.exit(2)

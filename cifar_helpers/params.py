@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "test_size": None,           # use the first N test images (None = all 10,000)
     "checkpoint": "checkpoints/cifar_net.pth",  # where notebook 03 saves and 04 loads the model
     "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
+    "resume": False,             # continue training from the checkpoint if it exists
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -38,6 +39,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "test_size": (int, type(None)),
     "checkpoint": (str, os.PathLike),
     "fast_data": (bool,),
+    "resume": (bool,),
 }
 
 
@@ -58,6 +60,7 @@ class Params:
     test_size: int | None = DEFAULTS["test_size"]
     checkpoint: str = DEFAULTS["checkpoint"]
     fast_data: bool = DEFAULTS["fast_data"]
+    resume: bool = DEFAULTS["resume"]
 
     def replace(self, **changes: Any) -> "Params":
         """A copy with ``changes`` applied and validated."""

@@ -137,7 +137,7 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
                 tqdm.write(line) if progress else print(line)
                 history["running_loss"].append((epoch + 1, i + 1, running_loss / print_every))
                 running_loss = 0.0
-            _maybe_fault()
+            step_delay()
         bar.close()
         if path is not None:
             _save_state(path, net, optimizer, scheduler, trainloader, epoch + 1, history, classes, run)
@@ -160,13 +160,19 @@ def _save_state(path: Path, net, optimizer, scheduler, trainloader, epochs_done:
                                    f"or choose another checkpoint path, then resume.") from err
 
 
-_FAULT = {"delay": 0.0}
+_STEP_DELAY = {"seconds": 0.0}
 
 
-def _maybe_fault() -> None:
-    """Test hook: ``CIFAR_HELPERS_STEP_DELAY`` seconds of sleep per step, to kill runs mid-way."""
-    if _FAULT["delay"]:
-        time.sleep(_FAULT["delay"])
+def set_step_delay_from_env() -> None:
+    """Fault-injection hook for tests: sleep ``$CIFAR_HELPERS_STEP_DELAY`` seconds every step,
+    so that a test can kill a run at a chosen point. Unset (the default): no delay."""
+    import os
+    _STEP_DELAY["seconds"] = float(os.environ.get("CIFAR_HELPERS_STEP_DELAY") or 0)
+
+
+def step_delay() -> None:
+    if _STEP_DELAY["seconds"]:
+        time.sleep(_STEP_DELAY["seconds"])
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -198,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, seed=a.seed,
                          device=a.device, train_size=a.train_size, test_size=a.test_size,
                          checkpoint=a.checkpoint)
-    _FAULT["delay"] = float(os.environ.get("CIFAR_HELPERS_STEP_DELAY", "0") or 0)
+    set_step_delay_from_env()
     device = get_device(params.device)
     torch.set_num_threads(cpu_threads(params.batch_size))
     torch.manual_seed(params.seed)

@@ -115,3 +115,62 @@ def test_backend_choice_and_missing_backend(monkeypatch):
         distributed.choose(_args(), 2, 0)
     with pytest.raises(distributed.LaunchError, match="use auto, gloo or nccl"):
         distributed.choose(_args(backend="mpi"), 2, 0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (torchrun starts its workers in sessions of their own)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
+def test_ddp_killed_and_resumed_ends_like_the_uninterrupted_run(tiny_folder, tmp_path):
+    import random
+    import signal
+    from cifar_helpers.checkpoint import CheckpointError, read_checkpoint
+    env = {"CIFAR_HELPERS_STEP_DELAY": "0.05"}                    # 5 steps an epoch: 0.25 s
+    common = ["--epochs", "6"]
+    ref = run(torchrun(2, *job(tiny_folder, tmp_path, "ref", *common, "--checkpoint", str(tmp_path / "ref.pth"))),
+              env_extra=env)
+    assert ref.returncode == 0, ref.stderr
+    ckpt = tmp_path / "killed.pth"
+    cmd = [sys.executable, *torchrun(2, *job(tiny_folder, tmp_path, "killed", *common, "--checkpoint", str(ckpt)))]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **env})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if read_checkpoint(ckpt)["epoch"] >= 2:
+                break
+        except CheckpointError:
+            pass
+        time.sleep(0.01)
+    time.sleep(random.Random(1).uniform(0, 0.25))                 # somewhere inside epoch 3
+    for pid in [proc.pid, *descendants(proc.pid)]:               # torchrun and both workers
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+    time.sleep(0.5)
+    killed_at = read_checkpoint(ckpt)["epoch"]
+    assert 2 <= killed_at < 6
+    done = run(torchrun(2, *job(tiny_folder, tmp_path, "killed", *common, "--checkpoint", str(ckpt), "--resume")))
+    assert done.returncode == 0, done.stderr
+    assert last_json(done.stdout)["resumed_from"] == killed_at
+    w_ref, w = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "killed.pt")
+    for k in w_ref:
+        torch.testing.assert_close(w[k], w_ref[k], rtol=1e-6, atol=1e-7)
