@@ -81,7 +81,7 @@ def accuracy_vs_time(curves: dict[str, tuple[Sequence[float], Sequence[float]]])
         ax.plot(seconds, np.asarray(acc) * 100, marker="o", label=name)
     ax.set(xlabel="training seconds", ylabel="test accuracy (%)", xscale="log")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
@@ -109,15 +110,17 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
         net = Net().to(device)
         memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
         net = net.to(memory_format=memory_format)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16,
-                                  enabled=recipe.bf16 and supports_bf16(device))
+        use_bf16 = recipe.bf16 and supports_bf16(device)
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16
+                    else contextlib.nullcontext())
         criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
         optimizer = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                     nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
         steps_per_epoch = len(trainloader)
         total = max(1, int(round(recipe.epochs * steps_per_epoch)))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
+        scheduler = (torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: lr_factor(s, total, recipe.warmup, recipe.decay))
+            if recipe.warmup or recipe.decay else None)   # the seed's loop has no scheduler
         eval_steps = set()
         if eval_every:
             every = max(1, int(round(eval_every * steps_per_epoch)))
@@ -143,7 +146,8 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                     loss = criterion(net(inputs), labels)
                 loss.backward()
                 optimizer.step()
-                scheduler.step()
+                if scheduler is not None:
+                    scheduler.step()
                 step += 1
                 images += len(labels)
                 if step in eval_steps or step == total:
@@ -161,7 +165,7 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
         return {"recipe": recipe.name, "config": asdict(recipe), "train_seconds": seconds,
                 "test_accuracy": final, "images_per_second": images / seconds if seconds else None,
                 "train_images": images, "curve": curve, "threads": torch.get_num_threads(),
-                "bf16": autocast._enabled}
+                "bf16": use_bf16}
     finally:
         torch.set_num_threads(old_threads)
 
