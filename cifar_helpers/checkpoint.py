@@ -64,6 +64,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return blob
 
 
+def check_same_run(state: dict, run: dict, path: str | os.PathLike) -> None:
+    """Refuse to resume ``state`` with settings other than the ``run`` that wrote it."""
+    saved = state.get("run", {})
+    changed = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
+        raise CheckpointError(f"cannot resume {path} with other settings ({what}); use the same "
+                              f"parameters, or start again without resuming.")
+
+
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu",
                expect_model: str | None = None, expect_classes: Sequence[str] | None = None
                ) -> tuple[nn.Module, dict]:

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler
 
 from . import data
-from .checkpoint import CheckpointError, read_checkpoint, save_model
+from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
 from .devices import DeviceError
 from .models import Net
 from .params import make_params
@@ -198,10 +198,7 @@ def _resume(path: str, net: nn.Module, optimizer, run: dict) -> int:
     if "optimizer" not in state or state.get("config") != net.config():
         raise CheckpointError(f"{path} is not a training state of this Net{net.config()}; use "
                               f"another --checkpoint or drop --resume")
-    changed = {k: (state.get("run", {}).get(k), v) for k, v in run.items() if state.get("run", {}).get(k) != v}
-    if changed:
-        raise CheckpointError(f"cannot resume {path} with other settings: "
-                              + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changed.items()))
+    check_same_run(state, run, path)
     net.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     return state["epoch"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, read_checkpoint, save_model
+from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -68,12 +68,7 @@ def _resume(path: Path, net: nn.Module, optimizer, scheduler, trainloader, run: 
     if "optimizer" not in state:
         raise CheckpointError(f"{path} holds only model weights, no training state to resume from; "
                               f"use resume=False (or another checkpoint path).")
-    saved_run = state.get("run", {})
-    changed = {k: (saved_run.get(k), v) for k, v in run.items() if saved_run.get(k) != v}
-    if changed:
-        what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
-        raise CheckpointError(f"cannot resume {path} with other settings ({what}); use the same "
-                              f"parameters, or resume=False to start again.")
+    check_same_run(state, run, path)
     net.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
