@@ -1,4 +1,4 @@
-"""The seed's ``Net`` and its wider variant (the seed's exercise)."""
+"""The seed's ``Net``, its wider variant (the seed's exercise), and the modern recipe's ``ConvGroupNet``."""
 
 from __future__ import annotations
 
@@ -44,7 +44,63 @@ def wide_net(num_classes: int = 10) -> Net:
     return Net(c1=64, c2=128, num_classes=num_classes)
 
 
-MODELS = {"Net": Net}
+class BatchNorm(nn.BatchNorm2d):
+    """BatchNorm with a fixed scale of 1 (only the shift is learned) and a fast-moving average."""
+
+    def __init__(self, channels: int, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(channels, eps=eps, momentum=momentum)
+        self.weight.requires_grad_(False)
+
+
+class ConvGroup(nn.Module):
+    """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU: halves height and width."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = BatchNorm(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = BatchNorm(c_out)
+        for conv in (self.conv1, self.conv2):   # identity on the first channels: an implicit
+            nn.init.dirac_(conv.weight.data[:conv.in_channels])  # residual path at the start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.norm1(self.pool(self.conv1(x))))
+        return F.gelu(self.norm2(self.conv2(x)))
+
+
+class ConvGroupNet(nn.Module):
+    """The modern recipe's network (after airbench94): a fixed 2x2 whitening conv, three conv
+    groups of ``widths`` channels (31 -> 15 -> 7 -> 3 pixels), a max-pool
+    and one linear layer whose output is scaled by ``scale``."""
+
+    def __init__(self, widths: tuple[int, int, int] | list[int] = (64, 256, 256),
+                 num_classes: int = 10, scale: float = 1 / 9):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1 or num_classes < 1:
+            raise ValueError(f"widths={widths} must be three numbers >= 1, num_classes={num_classes} >= 1")
+        self.widths, self.num_classes, self.scale = widths, num_classes, scale
+        self.whiten = nn.Conv2d(3, 24, 2)          # set from the data by modern.init_whitening
+        self.whiten.weight.requires_grad_(False)
+        self.group1 = ConvGroup(24, widths[0])
+        self.group2 = ConvGroup(widths[0], widths[1])
+        self.group3 = ConvGroup(widths[1], widths[2])
+        self.pool = nn.MaxPool2d(3)
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.whiten(x))                 # 3x32x32 -> 24x31x31
+        x = self.group3(self.group2(self.group1(x)))   # -> widths[2] x 3 x 3
+        return self.head(torch.flatten(self.pool(x), 1)) * self.scale
+
+    def config(self) -> dict:
+        """The arguments that rebuild this network (stored in checkpoints)."""
+        return {"widths": list(self.widths), "num_classes": self.num_classes, "scale": self.scale}
+
+
+MODELS = {"Net": Net, "ConvGroupNet": ConvGroupNet}
 
 
 def count_parameters(net: nn.Module) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 #: The seed's recipe. Notebooks repeat these as literals in their ``parameters`` cell
@@ -23,6 +23,12 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": "checkpoints/cifar_net.pth",  # where notebook 03 saves and 04 loads the model
     "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
     "resume": False,             # continue training from the checkpoint if it exists
+    # the modern recipe (notebook 08; cifar_helpers.modern)
+    "preset": "demo",            # "demo", "cpu5", "cpu10", "gpu94", or "auto" (by device)
+    "preset_changes": {},        # changes to the preset's fields, e.g. {"epochs": 5}
+    "val_fraction": 0.1,         # share of the training images held out for validation
+    "ladder_epochs": 2,          # epochs of each run in notebook 08's technique comparison
+    "modern_checkpoint": "checkpoints/modern_net.pth",  # notebook 08's per-epoch checkpoint
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -40,6 +46,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint": (str, os.PathLike),
     "fast_data": (bool,),
     "resume": (bool,),
+    "preset": (str,),
+    "preset_changes": (dict,),
+    "val_fraction": (float,),
+    "ladder_epochs": (int, float),
+    "modern_checkpoint": (str, os.PathLike),
 }
 
 
@@ -61,6 +72,11 @@ class Params:
     checkpoint: str = DEFAULTS["checkpoint"]
     fast_data: bool = DEFAULTS["fast_data"]
     resume: bool = DEFAULTS["resume"]
+    preset: str = DEFAULTS["preset"]
+    preset_changes: dict = field(default_factory=dict)
+    val_fraction: float = DEFAULTS["val_fraction"]
+    ladder_epochs: float = DEFAULTS["ladder_epochs"]
+    modern_checkpoint: str = DEFAULTS["modern_checkpoint"]
 
     def replace(self, **changes: Any) -> "Params":
         """A copy with ``changes`` applied and validated."""
@@ -100,7 +116,8 @@ def make_params(**values: Any) -> Params:
             problems.append(msg)
     if problems:
         raise ValueError("Bad parameter(s): " + "; ".join(problems))
-    clean = {k: (os.fspath(v) if k in ("data_dir", "checkpoint") else v) for k, v in values.items()}
+    clean = {k: (os.fspath(v) if k in ("data_dir", "checkpoint", "modern_checkpoint") else v)
+             for k, v in values.items()}
     for k in ("lr", "momentum"):
         if k in clean:
             clean[k] = float(clean[k])
@@ -120,6 +137,12 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"{name}={value} must be None (all images) or at least 1"
     if name == "seed" and value < 0:
         return f"seed={value} must be >= 0"
-    if name in ("data_dir", "checkpoint") and not os.fspath(value):
+    if name == "val_fraction" and not 0 < value < 1:
+        return f"val_fraction={value} must be between 0 and 1 (0.1 holds out 5,000 of 50,000 images)"
+    if name == "ladder_epochs" and not value > 0:
+        return f"ladder_epochs={value} must be > 0"
+    if name == "preset_changes" and not all(isinstance(k, str) for k in value):
+        return f"preset_changes={value!r} must map field names (strings) to values"
+    if name in ("data_dir", "checkpoint", "preset", "modern_checkpoint") and not os.fspath(value):
         return f"{name} must not be empty"
     return None

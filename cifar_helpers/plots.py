@@ -93,3 +93,19 @@ def line(x: Sequence[float], y: Sequence[float], xlabel: str, ylabel: str, title
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     fig.tight_layout()
     return fig
+
+
+def barh(names: Sequence[str], values: Sequence[float], xlabel: str, title: str = "",
+         fmt: str = "{:.1f}") -> Figure:
+    """Horizontal bars, first name on top, each labelled with its value."""
+    fig, ax = plt.subplots(figsize=(6.5, 0.45 * len(names) + 1.0))
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, values, color="tab:blue")
+    ax.set_yticks(y, names)
+    lo, hi = min(values), max(values)
+    ax.set_xlim(max(0.0, lo - (hi - lo) * 0.5 - 1e-9), hi + (hi - lo) * 0.25 + 1e-9)
+    for yi, v in zip(y, values):
+        ax.text(v, yi, " " + fmt.format(v), va="center", fontsize=8)
+    ax.set(xlabel=xlabel, title=title)
+    fig.tight_layout()
+    return fig

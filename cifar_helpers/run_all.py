@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from .params import make_params
 
 METRICS_TAG = "metrics"              # cell whose application/json output holds the results
-PATH_PARAMS = ("data_dir", "checkpoint")
+PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint")
 NOTEBOOK_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 
 
@@ -98,8 +98,9 @@ def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
     if os.environ.get("CIFAR10_DATA_DIR"):  # the kernels run in notebooks/: make it absolute
         os.environ["CIFAR10_DATA_DIR"] = str(Path(os.environ["CIFAR10_DATA_DIR"]).resolve())
     out.mkdir(parents=True, exist_ok=True)
-    if "checkpoint" not in parameters and not inplace:
-        parameters["checkpoint"] = str((out / "cifar_net.pth").resolve())
+    for key, file in (("checkpoint", "cifar_net.pth"), ("modern_checkpoint", "modern_net.pth")):
+        if key not in parameters and not inplace:       # a run's files stay in its folder
+            parameters[key] = str((out / file).resolve())
 
     summary: dict[str, Any] = {"parameters": parameters, "notebooks": {},
                                "test_accuracy": None, "per_class_accuracy": None}

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 
 from . import data
+from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
 from .evaluate import accuracy, predict
 from .devices import cpu_threads, supports_bf16
 from .models import Net
+from .train import (CheckpointWriteError, NonFiniteLossError, rng_state, set_rng_state,
+                    set_step_delay_from_env, step_delay)
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ SEED_IN_MEMORY = replace(SEED, name="seed recipe, in-memory batches", loader="fa
 FAST = Recipe("fast recipe", epochs=1.4, batch_size=128, lr=0.04, momentum=0.95, nesterov=True,
               weight_decay=5e-4, warmup=0.1, decay=True, normalize="dataset", loader="fast",
               channels_last=True, bf16=True, threads="auto")
+#: The recipes by the names the command lines use.
+RECIPES = {"fast": FAST, "seed-in-memory": SEED_IN_MEMORY, "seed-code": SEED}
 
 
 def lr_factor(step: int, total: int, warmup: float, decay: bool) -> float:
@@ -88,11 +97,14 @@ def make_loader(recipe: Recipe, data_dir: str, train: bool, seed: int,
 
 def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.device = "cpu",
         train_size: int | None = None, test_size: int | None = None, eval_every: float | None = None,
-        log: Callable[[str], None] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None,
+        resume: bool = False) -> dict:
     """Train a fresh ``Net`` with ``recipe``; return seconds, accuracy and the accuracy-vs-time curve.
 
     Only training is timed: loader set-up and evaluations (every ``eval_every`` epochs, and at the
     end) stop the clock. Loading the in-memory tensors from their cache happens before timing.
+    With ``checkpoint``, the whole state is saved atomically after every epoch (untimed);
+    ``resume`` continues exactly from that file.
     """
     device = torch.device(device)
     old_threads = torch.get_num_threads()
@@ -126,6 +138,39 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
             every = max(1, int(round(eval_every * steps_per_epoch)))
             eval_steps = set(range(every, total, every))
         curve, seconds, step, images = [], 0.0, 0, 0
+        settings = {"recipe": asdict(recipe), "seed": seed, "train_size": train_size,
+                    "test_size": test_size, "eval_every": eval_every}
+        path = Path(checkpoint) if checkpoint else None
+        resumed_from = 0
+        if path is not None and resume and path.exists():
+            state = read_checkpoint(path)
+            if state.get("model") != "Net" or state.get("config") != net.config() or "optimizer" not in state:
+                raise CheckpointError(f"{path} is not a time-to-accuracy checkpoint of Net(); use "
+                                      f"another checkpoint path or resume=False.")
+            check_same_run(state, settings, path)
+            net.load_state_dict(state["state_dict"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+            if state.get("generator") is not None:
+                trainloader.generator.set_state(state["generator"])
+            step, seconds, images, curve = state["step"], state["seconds"], state["images"], state["curve"]
+            resumed_from = step // steps_per_epoch
+
+        def save() -> None:
+            generator = getattr(trainloader, "generator", None)
+            try:
+                save_model(path, net, data.CIFAR10_CLASSES, epoch=step // steps_per_epoch, step=step,
+                           seconds=seconds, images=images, curve=curve, run=settings,
+                           optimizer=optimizer.state_dict(),
+                           scheduler=scheduler.state_dict() if scheduler is not None else None,
+                           rng=rng_state(), generator=generator.get_state()
+                           if isinstance(generator, torch.Generator) else None)
+            except OSError as err:
+                previous = " The previous checkpoint is intact." if path.exists() else ""
+                raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} at step "
+                                           f"{step}: {err.strerror or err}.{previous}") from err
 
         def evaluate() -> float:
             acc = accuracy(*predict(net, testloader, device))
@@ -137,6 +182,8 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
 
         net.train()
         while step < total:
+            if hasattr(trainloader, "set_epoch"):
+                trainloader.set_epoch(step // steps_per_epoch)   # the order depends on the epoch alone
             start = time.perf_counter()
             for inputs, labels in trainloader:
                 inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
@@ -150,6 +197,12 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                     scheduler.step()
                 step += 1
                 images += len(labels)
+                if path is not None and not torch.isfinite(loss):   # checkpointed runs: stop at once
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at epoch {(step - 1) // steps_per_epoch + 1}, step "
+                        f"{(step - 1) % steps_per_epoch + 1}: training diverged. Try a lower learning "
+                        f"rate (lr). The checkpoint of the last finished epoch is kept at {path}.")
+                step_delay()                                    # test hook; a no-op unless set
                 if step in eval_steps or step == total:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
@@ -161,8 +214,13 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                     start = time.perf_counter()
             else:
                 seconds += time.perf_counter() - start
+                if path is not None:
+                    save()                                      # after every whole epoch
+        if path is not None and step % steps_per_epoch:
+            save()                                              # and at a fractional end
         final = evaluate()
         return {"recipe": recipe.name, "config": asdict(recipe), "train_seconds": seconds,
+                "resumed_from": resumed_from,
                 "test_accuracy": final, "images_per_second": images / seconds if seconds else None,
                 "train_images": images, "curve": curve, "threads": torch.get_num_threads(),
                 "bf16": use_bf16}
@@ -209,3 +267,43 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
         return steps * batch_size / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(old)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Command line: one recipe's time-to-accuracy run, checkpointed every epoch; JSON last line."""
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m cifar_helpers.speed", description=main.__doc__)
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast")
+    parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
+    parser.add_argument("--train-size", type=int, default=None)
+    parser.add_argument("--test-size", type=int, default=None)
+    parser.add_argument("--checkpoint", default=None, help="write the training state here every epoch")
+    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    args = parser.parse_args(argv)
+    set_step_delay_from_env()
+    recipe = RECIPES[args.recipe]
+    try:
+        if args.epochs is not None:
+            if not args.epochs > 0:
+                raise ValueError(f"--epochs {args.epochs} must be > 0")
+            recipe = replace(recipe, epochs=args.epochs)
+        if args.resume and not args.checkpoint:
+            raise ValueError("--resume needs --checkpoint (the file to continue from)")
+        from .devices import get_device
+        result = run(recipe, args.data_dir, seed=args.seed, device=get_device(args.device),
+                     train_size=args.train_size, test_size=args.test_size,
+                     checkpoint=args.checkpoint, resume=args.resume)
+    except (data.DataError, CheckpointError, ValueError, RuntimeError) as err:
+        print(f"speed: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    result = {k: v for k, v in result.items() if k != "curve"}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -195,3 +195,62 @@ def test_cli_resume_from_corrupt_checkpoint(tiny_folder, tmp_path):
     (tmp_path / "c.pth").write_bytes(b"PK\x03\x04 truncated")
     done = subprocess.run(cli(tiny_folder, tmp_path / "c.pth", "--resume"), capture_output=True, text=True)
     assert done.returncode == 2 and "corrupt or truncated" in done.stderr
+
+
+# The time-to-accuracy recipe and the modern recipe: the same SIGKILL test through their CLIs.
+ENTRY_POINTS = {
+    # name: (command-line arguments, epochs, per-step delay; tiny data has 80 training images)
+    "speed": (["-m", "cifar_helpers.speed", "--recipe", "seed-in-memory", "--epochs", "4"], 4, 0.01),
+    "modern": (["-m", "cifar_helpers.modern", "--preset", "demo", "--set", "epochs=5",
+                "--set", "batch_size=16", "--set", "widths=(8,16,16)", "--set", "ema_start=1"], 5, 0.04),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_sigkill_then_resume_is_bit_identical_for_every_recipe(entry, tiny_folder, tmp_path):
+    args, epochs, delay = ENTRY_POINTS[entry]
+
+    def command(ckpt, *extra):
+        return [sys.executable, *args, "--data-dir", str(tiny_folder), "--checkpoint", str(ckpt), *extra]
+
+    env = {**os.environ, "CIFAR_HELPERS_STEP_DELAY": str(delay)}
+    ref = subprocess.run(command(tmp_path / "ref.pth"), capture_output=True, text=True, env=env)
+    assert ref.returncode == 0, ref.stderr
+    reference = last_json(ref.stdout)
+    rng = random.Random(1)
+    for k, after_epoch in enumerate([1, epochs - 2]):              # kill early and late
+        ckpt = tmp_path / f"killed{k}.pth"
+        proc = subprocess.Popen(command(ckpt), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        _wait_for_epoch(ckpt, after_epoch, proc)
+        time.sleep(rng.uniform(0, 0.15))                          # a random moment of the next epoch
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+        killed_at = read_checkpoint(ckpt)["epoch"]
+        assert 0 < killed_at < epochs
+        done = subprocess.run(command(ckpt, "--resume"), capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        result = last_json(done.stdout)
+        assert result["resumed_from"] == killed_at
+        for name, tensor in weights(tmp_path / "ref.pth").items():
+            assert torch.equal(weights(ckpt)[name], tensor), f"{entry}, kill {k}: {name} differs"
+        key = "test_accuracy" if entry == "speed" else "accuracy"
+        assert result[key] == reference[key]
+
+
+@pytest.mark.parametrize("entry", sorted(ENTRY_POINTS))
+def test_recipe_cli_refuses_other_settings_and_bad_files(entry, tiny_folder, tmp_path):
+    args, _, _ = ENTRY_POINTS[entry]
+    base = [sys.executable, *args, "--data-dir", str(tiny_folder)]
+    ckpt = tmp_path / "c.pth"
+    first = subprocess.run(base + ["--checkpoint", str(ckpt)], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    other = subprocess.run(base + ["--checkpoint", str(ckpt), "--resume", "--seed", "1"],
+                           capture_output=True, text=True)
+    assert other.returncode == 2 and "cannot resume" in other.stderr and "seed: 0 in the checkpoint, 1 now" in other.stderr
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])                     # truncated
+    broken = subprocess.run(base + ["--checkpoint", str(ckpt), "--resume"], capture_output=True, text=True)
+    assert broken.returncode == 2 and "corrupt or truncated" in broken.stderr
+    no_file = subprocess.run(base + ["--resume"], capture_output=True, text=True)
+    assert no_file.returncode == 2 and "--resume needs --checkpoint" in no_file.stderr

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check for issue 4 (and the figures the README still lacks): run on a machine with a
-# CUDA GPU, from the repository root, with CIFAR10_DATA_DIR pointing at the data. It prints the
-# GPU notebook's per-epoch table and the DDP entry point's JSON line on the GPU(s).
+# The GPU checks (issues 4 and 5, and the figures the README still lacks): run on a machine with
+# a CUDA GPU, from the repository root, with CIFAR10_DATA_DIR pointing at the data. It prints the
+# modern recipe's gpu94 benchmark (5 seeds), the GPU notebook's per-epoch table and the DDP entry
+# point's JSON line on the GPU(s). The first command alone takes about a minute on an H100.
 #   CIFAR10_DATA_DIR=/abs/path/cifar10-jpg bash tools/gpu_check.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-runs/gpu_check}
@@ -12,6 +13,7 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "devices",
       [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
 assert torch.cuda.is_available(), "no CUDA GPU here"
 PY
+python -m cifar_helpers.bench fast --preset gpu94 --seeds 5 --device cuda
 python -m cifar_helpers.run_all --only 06 --out "$out" -p device cuda
 python - "$out/06_gpu.ipynb" <<'PY'
 import sys, nbformat
