@@ -77,7 +77,7 @@ PRESETS: dict[str, Preset] = {
     # the same net on 2 CPU cores: batch 128 (as fast per image as 1024 here, better per epoch)
     "cpu10": Preset("cpu10", batch_size=128, epochs=12),
     # half the widths (a quarter of the compute); Muon for the filters, lr decaying linearly to 0
-    "cpu5": Preset("cpu5", widths=(32, 128, 128), epochs=13, muon_lr=0.17, lookahead=False,
+    "cpu5": Preset("cpu5", widths=(32, 128, 128), epochs=12, muon_lr=0.17, lookahead=False,
                    warmup=0.0, lr_start=1.0, lr_end=0.0),
 }
 PRESETS["demo"] = shorten(PRESETS["cpu5"], 2, "demo")            # about a minute on 2 cores
@@ -502,7 +502,8 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
     clock = time.perf_counter()
     prepared = prepare(images, preset, dtype)
     if preset.whiten:
-        init_whitening(net, normalize(images[:5000]), preset.whiten_eps)
+        sample = torch.randperm(len(labels), generator=epoch_generator(seed, -2))[:5000]
+        init_whitening(net, normalize(images[sample.to(images.device)]), preset.whiten_eps)
     else:
         net.whiten.weight.requires_grad_(True)
     net = net.to(memory_format=fmt)
