@@ -98,7 +98,7 @@ def get_preset(name: str, device: torch.device | str = "cpu", **changes) -> Pres
     try:
         p = replace(p, widths=tuple(int(w) for w in p.widths))
     except (TypeError, ValueError):
-        raise ValueError(f"widths={p.widths!r} must be three whole numbers, e.g. (64, 256, 256)") from None
+        raise ValueError(f"widths={p.widths!r} must be three whole numbers, e.g. [64, 256, 256]") from None
     checks = [(p.epochs > 0, "epochs must be > 0"), (p.batch_size >= 1, "batch_size must be >= 1"),
               (p.lr > 0, "lr must be > 0"), (0 <= p.momentum < 1, "momentum must be in [0, 1)"),
               (p.weight_decay >= 0, "weight_decay must be >= 0"),

@@ -84,7 +84,8 @@ def test_stored_results_name_their_data_copy():
 def test_run_all_on_tiny_data(tiny_folder, tmp_path):
     out = tmp_path / "run"
     code = run_all.main(["--out", str(out), "-p", "data_dir", str(tiny_folder), "-p", "epochs", "3",
-                         "-p", "lr", "0.01"])
+                         "-p", "lr", "0.01", "-p", "ladder_epochs", "1",
+                         "-p", "preset_changes", "{'batch_size': 16, 'widths': [8, 16, 16]}"])
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0, summary
     assert summary["status"] == "ok"
@@ -94,6 +95,8 @@ def test_run_all_on_tiny_data(tiny_folder, tmp_path):
     assert 0.0 <= summary["test_accuracy"] <= 1.0
     assert list(summary["per_class_accuracy"]) == list(CIFAR10_CLASSES)
     assert summary["parameters"]["epochs"] == 3 and (out / "cifar_net.pth").is_file()
+    modern = summary["notebooks"]["08_modern_recipe.ipynb"]["metrics"]
+    assert 0.0 <= modern["modern_test_accuracy"] <= 1.0 and (out / "modern_net.pth").is_file()
     executed = nbformat.read(str(out / "03_training.ipynb"), as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in tags(c)]
     assert "epochs = 3" in injected[0].source

@@ -254,3 +254,19 @@ def test_recipe_cli_refuses_other_settings_and_bad_files(entry, tiny_folder, tmp
     assert broken.returncode == 2 and "corrupt or truncated" in broken.stderr
     no_file = subprocess.run(base + ["--resume"], capture_output=True, text=True)
     assert no_file.returncode == 2 and "--resume needs --checkpoint" in no_file.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "epochs=0"], "epochs must be > 0"),
+    (["--preset", "fastest"], "preset='fastest' is unknown"),
+    (["--set", "epoch=3"], "unknown preset field(s) ['epoch']"),
+    (["--set", "widths=(8,16)"], "widths must be three numbers"),
+    (["--device", "cuda:7"], "not available on this machine"),
+    (["--val-size", "80"], "val_size=80 must be in [0, 80)"),
+])
+def test_modern_cli_bad_input_is_one_clear_error(tiny_folder, tmp_path, args, message):
+    ckpt = tmp_path / "c.pth"
+    done = subprocess.run([sys.executable, "-m", "cifar_helpers.modern", "--data-dir", str(tiny_folder),
+                           "--checkpoint", str(ckpt), *args], capture_output=True, text=True)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not ckpt.exists()
