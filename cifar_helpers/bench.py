@@ -2,7 +2,7 @@
 
     python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S]
     python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
-    python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D]
+    python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D] [--set F=V]
 """
 
 from __future__ import annotations
@@ -105,14 +105,14 @@ def contention(data_dir: str, names: Sequence[str], seed: int = 0) -> dict:
 
 
 def fast(data_dir: str, preset: str = "auto", seeds: int = 3, device: str = "auto",
-         val_size: int = 0, first_seed: int = 0) -> dict:
+         val_size: int = 0, first_seed: int = 0, changes: dict | None = None) -> dict:
     """The modern recipe's preset over ``seeds`` seeds: per-seed lines, then one JSON summary.
 
     Each seed trains on the 50,000 training images (less ``val_size`` held out) and is scored
     once on the 10,000 test images. Training seconds exclude data loading and evaluation.
     """
     dev = get_device(device)
-    p = modern.get_preset(preset, dev)
+    p = modern.get_preset(preset, dev, **(changes or {}))
     if seeds < 1:
         raise ValueError(f"--seeds {seeds} must be at least 1")
     train_x, train_y = data.load_tensors(data_dir, train=True)
@@ -165,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.add_argument("--device", default="auto")
     f.add_argument("--val-size", type=int, default=0,
                    help="hold out this many training images (as when choosing settings)")
+    f.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change a preset field, e.g. --set epochs=5")
     one = sub.add_parser("_one")  # internal: one recipe, one JSON line (used by run_isolated)
     one.add_argument("recipe", choices=sorted(RECIPES))
     one.add_argument("--data-dir", required=True)
@@ -182,7 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             tutorial(args.data_dir, args.skip_baseline, args.seed, args.device,
                      args.train_size, args.test_size)
         elif args.command == "fast":
-            fast(args.data_dir, args.preset, args.seeds, args.device, args.val_size, args.first_seed)
+            fast(args.data_dir, args.preset, args.seeds, args.device, args.val_size, args.first_seed,
+                 modern.parse_changes(args.set))
         else:
             names = ["fast", "seed-in-memory"] + (["seed-code"] if args.with_seed_code else [])
             contention(args.data_dir, names, args.seed)

@@ -327,34 +327,16 @@ def make_optimizer(net: ConvGroupNet, preset: Preset) -> torch.optim.Optimizer:
     return NesterovMuon(groups, momentum=preset.momentum)
 
 
-def warm_up(preset: Preset, device: torch.device | str, steps: int = 3) -> None:
-    """A few untimed steps of a throwaway net at the preset's shapes: one-time kernel set-up
+def warm_up(preset: Preset, device: torch.device | str) -> None:
+    """Untimed steps of a throwaway net at the preset's shapes: one-time kernel set-up
     (oneDNN primitives on CPU, cuDNN autotuning on CUDA) stays out of the timed runs."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    dtype = autocast_dtype(preset, device)
-    fmt = torch.channels_last if preset.channels_last else torch.contiguous_format
-    old_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(preset.batch_size))
-    try:
-        net = ConvGroupNet(preset.widths).to(device, memory_format=fmt)
-        optimizer = make_optimizer(net, preset)
-        x = torch.randn(preset.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
-        y = torch.randint(0, 10, (preset.batch_size,), device=device)
-        for _ in range(steps):
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = F.cross_entropy(net(x), y, reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        predict_logits(net, torch.zeros(1000, 3, 32, 32, dtype=torch.uint8), preset.tta, dtype=dtype,
-                       channels_last=preset.channels_last)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    finally:
-        torch.set_num_threads(old_threads)
+    step_throughput(preset, device, steps=1)
+    net = ConvGroupNet(preset.widths).to(device)
+    predict_logits(net, torch.zeros(1000, 3, 32, 32, dtype=torch.uint8), preset.tta,
+                   dtype=autocast_dtype(preset, device), channels_last=preset.channels_last)
 
 
 def ladder(base: Preset) -> dict[str, Preset]:
@@ -606,6 +588,20 @@ def evaluate(net: nn.Module, preset: Preset, images: torch.Tensor, labels: torch
     return {"accuracy": tta, "accuracy_no_tta": plain, "tta": preset.tta}
 
 
+def parse_changes(items: Sequence[str]) -> dict:
+    """``["epochs=5", "widths=[48,192,192]"]`` -> ``{"epochs": 5, "widths": [48, 192, 192]}``."""
+    changes = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set epochs=5")
+        try:
+            changes[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            changes[key] = value
+    return changes
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: train one preset, checkpoint every epoch, score the test set once, print JSON."""
     import os
@@ -626,15 +622,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     set_step_delay_from_env()
     try:
-        changes = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set {item!r}: write FIELD=VALUE, e.g. --set epochs=5")
-            try:
-                changes[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                changes[key] = value
+        changes = parse_changes(args.set)
         if args.resume and not args.checkpoint:
             raise ValueError("--resume needs --checkpoint (the file to continue from)")
         device = get_device(args.device)

@@ -82,3 +82,25 @@ def test_bench_contention_reports_slowdowns(tiny_folder, capsys):
         b, i, e = s["busy_seconds"], s["idle_seconds"], 0.005
         assert (b - e) / (i + e) - 0.005 <= s["slowdown"] <= (b + e) / max(i - e, 1e-9) + 0.005
     assert "busy  fast" in out
+
+
+def test_bench_fast_prints_each_seed_then_the_json_summary(tiny_folder, capsys):
+    code = bench.main(["fast", "--preset", "demo", "--seeds", "2", "--data-dir", str(tiny_folder),
+                       "--device", "cpu", "--set", "batch_size=16", "--set", "widths=[8,16,16]"])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    seeds = [line for line in lines if line.startswith("seed ")]
+    assert [s.split()[1] for s in seeds] == ["0", "1"]
+    assert all("train" in s and "images/s" in s and "test accuracy" in s for s in seeds)
+    summary = json.loads(lines[-1])
+    assert set(summary) == {"preset", "device", "seeds", "mean_test_accuracy", "min_test_accuracy",
+                            "mean_train_seconds"}
+    accs = [float(s.split("test accuracy ")[1].split()[0]) for s in seeds]
+    assert summary["preset"] == "demo" and summary["device"] == "cpu" and summary["seeds"] == 2
+    assert summary["mean_test_accuracy"] == round(sum(accs) / 2, 4)
+    assert summary["min_test_accuracy"] == round(min(accs), 4) and summary["mean_train_seconds"] > 0
+
+
+def test_bench_fast_refuses_bad_presets(tiny_folder, capsys):
+    assert bench.main(["fast", "--preset", "nope", "--data-dir", str(tiny_folder)]) == 2
+    assert "preset='nope' is unknown" in capsys.readouterr().err
