@@ -22,11 +22,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
+from .checkpoint import CheckpointError, check_same_run, read_checkpoint
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from .devices import cpu_threads, supports_bf16
 from .models import ConvGroupNet
-from .train import CheckpointWriteError, NonFiniteLossError, set_step_delay_from_env, step_delay
+from .train import NonFiniteLossError, save_checkpoint, set_step_delay_from_env, step_delay
 
 
 @dataclass(frozen=True)
@@ -560,13 +560,8 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
                 (f"val accuracy {val_acc:.4f}  " if val_acc is not None else "") +
                 f"{seconds:7.1f} s")
         if path is not None:
-            try:
-                save_model(path, net, CIFAR10_CLASSES, **_state(net, optimizer, lookahead,
-                                                                epoch + 1, step, seconds, history, run))
-            except OSError as err:
-                previous = " The previous checkpoint is intact." if path.exists() else ""
-                raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} after "
-                                           f"epoch {epoch + 1}: {err.strerror or err}.{previous}") from err
+            save_checkpoint(path, net, CIFAR10_CLASSES, f"after epoch {epoch + 1}",
+                            **_state(net, optimizer, lookahead, epoch + 1, step, seconds, history, run))
     report = {"preset": preset.name, "seed": seed, "resumed_from": start_epoch,
               "device": str(device), "train_seconds": seconds,
               "train_images": step * preset.batch_size, "steps": step,

@@ -15,11 +15,11 @@ import torch
 import torch.nn as nn
 
 from . import data
-from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
+from .checkpoint import CheckpointError, check_same_run, read_checkpoint
 from .evaluate import accuracy, predict
 from .devices import cpu_threads, supports_bf16
 from .models import Net
-from .train import (CheckpointWriteError, NonFiniteLossError, rng_state, set_rng_state,
+from .train import (NonFiniteLossError, save_checkpoint, rng_state, set_rng_state,
                     set_step_delay_from_env, step_delay)
 
 
@@ -160,17 +160,12 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
 
         def save() -> None:
             generator = getattr(trainloader, "generator", None)
-            try:
-                save_model(path, net, data.CIFAR10_CLASSES, epoch=step // steps_per_epoch, step=step,
-                           seconds=seconds, images=images, curve=curve, run=settings,
-                           optimizer=optimizer.state_dict(),
-                           scheduler=scheduler.state_dict() if scheduler is not None else None,
-                           rng=rng_state(), generator=generator.get_state()
-                           if isinstance(generator, torch.Generator) else None)
-            except OSError as err:
-                previous = " The previous checkpoint is intact." if path.exists() else ""
-                raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} at step "
-                                           f"{step}: {err.strerror or err}.{previous}") from err
+            save_checkpoint(path, net, data.CIFAR10_CLASSES, f"at step {step}",
+                            epoch=step // steps_per_epoch, step=step, seconds=seconds, images=images,
+                            curve=curve, run=settings, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict() if scheduler is not None else None,
+                            rng=rng_state(), generator=generator.get_state()
+                            if isinstance(generator, torch.Generator) else None)
 
         def evaluate() -> float:
             acc = accuracy(*predict(net, testloader, device))

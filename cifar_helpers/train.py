@@ -139,20 +139,26 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
     return history
 
 
+def save_checkpoint(path: Path, net: nn.Module, classes: Sequence[str], when: str, **state) -> None:
+    """``save_model``, with a failed write turned into a ``CheckpointWriteError`` that says
+    ``when`` it happened, whether the previous checkpoint survived and what to do."""
+    try:
+        save_model(path, net, classes, **state)
+    except OSError as err:
+        previous = " The previous checkpoint is intact." if path.exists() else ""
+        raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} {when}: "
+                                   f"{err.strerror or err}.{previous} Free some space or choose "
+                                   f"another checkpoint path, then resume.") from err
+
+
 def _save_state(path: Path, net, optimizer, scheduler, trainloader, epochs_done: int,
                 history: dict, classes, run: dict) -> None:
     from .data import CIFAR10_CLASSES
-    try:
-        save_model(path, net, classes or CIFAR10_CLASSES, epoch=epochs_done, run=run,
-                   optimizer=optimizer.state_dict(),
-                   scheduler=scheduler.state_dict() if scheduler is not None else None,
-                   rng=rng_state(), loader=_loader_state(trainloader),
-                   history={k: v for k, v in history.items() if k != "resumed_from"})
-    except OSError as err:
-        previous = " The previous checkpoint is intact." if path.exists() else ""
-        raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} after epoch "
-                                   f"{epochs_done}: {err.strerror or err}.{previous} Free some space "
-                                   f"or choose another checkpoint path, then resume.") from err
+    save_checkpoint(path, net, classes or CIFAR10_CLASSES, f"after epoch {epochs_done}",
+                    epoch=epochs_done, run=run, optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict() if scheduler is not None else None,
+                    rng=rng_state(), loader=_loader_state(trainloader),
+                    history={k: v for k, v in history.items() if k != "resumed_from"})
 
 
 _STEP_DELAY = {"seconds": 0.0}
