@@ -598,7 +598,8 @@ def parse_changes(items: Sequence[str]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    """Command line: train one preset, checkpoint every epoch, score the test set once, print JSON."""
+    """Command line: train one preset, checkpoint every epoch, score the test set (or, with
+    ``--val-size``, the held-out images) once, print JSON."""
     import os
 
     from .data import DataError, load_tensors
@@ -611,7 +612,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="change a preset field, e.g. --set epochs=5 --set widths=(48,192,192)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--val-size", type=int, default=0, help="training images held out")
+    parser.add_argument("--val-size", type=int, default=0,
+                        help="hold out this many training images and score on them, not the test set")
     parser.add_argument("--checkpoint", default=None, help="write the training state here every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     args = parser.parse_args(argv)
@@ -623,16 +625,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         device = get_device(args.device)
         preset = get_preset(args.preset, device, **changes)
         x, y = load_tensors(args.data_dir, train=True)
-        test_x, test_y = load_tensors(args.data_dir, train=False)
-        keep, _ = split_train(y, args.val_size)
+        keep, held = split_train(y, args.val_size)
+        if args.val_size:                      # choosing settings: the test set stays unread
+            score_x, score_y, scored = x[held], y[held], "val"
+        else:
+            (score_x, score_y), scored = load_tensors(args.data_dir, train=False), "test"
         net, report = train(preset, x[keep], y[keep], seed=args.seed, device=device,
+                            val=(score_x, score_y) if args.val_size else None,
                             checkpoint=args.checkpoint, resume=args.resume,
                             log=lambda m: print(m, file=sys.stderr, flush=True))
     except (DataError, DeviceError, CheckpointError, ValueError) as err:
         print(f"modern: {err}", file=sys.stderr)
         raise SystemExit(2)
     result = {k: v for k, v in report.items() if k != "history"}
-    result.update(evaluate(net, preset, test_x, test_y, device))
+    result.update(evaluate(net, preset, score_x, score_y, device), scored_on=scored)
     print(json.dumps(result))
     return result
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifar_helpers import modern
+from cifar_helpers import data, modern
 from cifar_helpers.checkpoint import CheckpointError
 from cifar_helpers.models import ConvGroupNet
 from cifar_helpers.train import NonFiniteLossError
@@ -271,3 +271,15 @@ def test_ladder_switches_techniques_on_one_at_a_time():
     assert steps[0].muon_lr == 0 and not steps[0].lookahead
     final = replace(steps[-1], name=base.name, tta=base.tta)
     assert final == base                                           # the last step is the preset
+
+
+def test_cli_with_val_size_scores_the_held_out_images_and_never_reads_the_test_set(
+        tiny_folder, monkeypatch, capsys):
+    read = []
+    load = data.load_tensors
+    monkeypatch.setattr(data, "load_tensors", lambda d, train=True, **kw: read.append(train) or load(d, train, **kw))
+    result = modern.main(["--data-dir", str(tiny_folder), "--preset", "demo", "--device", "cpu",
+                          "--val-size", "20", "--set", "batch_size=16", "--set", "widths=[8,16,16]"])
+    assert read == [True] and result["scored_on"] == "val"
+    assert result["train_images"] == 2 * (60 // 16) * 16            # 60 kept, 2 epochs of 3 batches
+    assert "val accuracy" in capsys.readouterr().err                  # logged every epoch

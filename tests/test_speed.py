@@ -101,6 +101,25 @@ def test_bench_fast_prints_each_seed_then_the_json_summary(tiny_folder, capsys):
     assert summary["min_test_accuracy"] == round(min(accs), 4) and summary["mean_train_seconds"] > 0
 
 
+def test_bench_fast_with_val_size_scores_the_held_out_images_and_never_reads_the_test_set(
+        tiny_folder, capsys, monkeypatch):
+    read = []
+    load = data.load_tensors
+    monkeypatch.setattr(data, "load_tensors", lambda d, train=True, **kw: read.append(train) or load(d, train, **kw))
+    code = bench.main(["fast", "--preset", "demo", "--seeds", "1", "--data-dir", str(tiny_folder),
+                       "--device", "cpu", "--val-size", "20", "--set", "batch_size=16",
+                       "--set", "widths=[8,16,16]"])
+    assert code == 0 and read == [True]                  # the training split only
+    out = capsys.readouterr().out
+    assert "train 60 images, validation 20 held-out training images (test set not used)" in out
+    seed = [line for line in out.splitlines() if line.startswith("seed ")][0]
+    assert "val accuracy" in seed and "test accuracy" not in seed
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert set(summary) == {"preset", "device", "seeds", "mean_val_accuracy", "min_val_accuracy",
+                            "mean_train_seconds"}
+    assert summary["mean_val_accuracy"] == float(seed.split("val accuracy ")[1].split()[0])
+
+
 def test_bench_fast_refuses_bad_presets(tiny_folder, capsys):
     assert bench.main(["fast", "--preset", "nope", "--data-dir", str(tiny_folder)]) == 2
     assert "preset='nope' is unknown" in capsys.readouterr().err
