@@ -39,6 +39,32 @@ def test_notebooks_match_their_sources():
     assert done.returncode == 0, done.stderr
 
 
+def test_build_keeps_stored_outputs_when_only_the_text_changes(tmp_path, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    src, out = tmp_path / "src", tmp_path
+    src.mkdir()
+    monkeypatch.setattr(build, "SRC", src)
+    monkeypatch.setattr(build, "OUT", out)
+    monkeypatch.setattr(build, "ROOT", tmp_path)
+    monkeypatch.setattr(sys, "argv", ["build_notebooks.py"])
+    page = "# T · t\n\n{text}\n\n```python\n{code}\n```\n"
+    (src / "01_t.md").write_text(page.format(text="old words", code="print(1)"), encoding="utf-8")
+    assert build.main() == 0
+    nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
+    code_cells(nb)[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nbformat.write(nb, str(out / "01_t.ipynb"))
+    (src / "01_t.md").write_text(page.format(text="new words", code="print(1)"), encoding="utf-8")
+    assert build.main() == 0
+    nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
+    assert "new words" in nb.cells[1].source and code_cells(nb)[0].outputs[0].text == "1\n"
+    (src / "01_t.md").write_text(page.format(text="new words", code="print(2)"), encoding="utf-8")
+    assert build.main() == 0
+    assert code_cells(nbformat.read(str(out / "01_t.ipynb"), as_version=4))[0].outputs == []
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_template(path):
     nb = nbformat.read(str(path), as_version=4)

@@ -5,6 +5,7 @@ tags; a line ``+++`` splits Markdown into cells. A navigation line is added at t
 bottom of every notebook. Outputs come from ``python -m cifar_helpers.run_all --inplace``.
 
     python tools/build_notebooks.py            # rebuild the notebooks whose source changed
+                                               # (text-only changes keep the stored outputs)
     python tools/build_notebooks.py --check    # exit 1 if a notebook's cells differ from its source
 """
 
@@ -84,6 +85,10 @@ def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]
     return [(c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
 
 
+def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
+    return [sig for sig in signature(nb) if sig[0] == "code"]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
@@ -101,6 +106,17 @@ def main() -> int:
                 stale.append(target.name)
         elif current is not None and signature(current) == signature(nb):
             continue                  # unchanged: keep its stored outputs
+        elif current is not None and code_cells(current) == code_cells(nb):
+            executed = iter(c for c in current.cells if c.cell_type == "code")
+            for cell in nb.cells:     # only the text changed: keep the stored outputs
+                if cell.cell_type == "code":
+                    old = next(executed)
+                    cell.outputs, cell.execution_count = old.outputs, old.execution_count
+                    cell.metadata = old.metadata
+            nb.metadata = current.metadata
+            nbformat.validate(nb)
+            nbformat.write(nb, str(target))
+            print(f"wrote {target.relative_to(ROOT)} (text only; code unchanged, stored outputs kept)")
         else:
             nbformat.validate(nb)
             nbformat.write(nb, str(target))
