@@ -116,22 +116,17 @@ def fast(data_dir: str, preset: str = "auto", seeds: int = 3, device: str = "aut
     p = modern.get_preset(preset, dev, **(changes or {}))
     if seeds < 1:
         raise ValueError(f"--seeds {seeds} must be at least 1")
-    train_x, train_y = data.load_tensors(data_dir, train=True)
-    keep, held = modern.split_train(train_y, val_size)
-    if val_size:
-        score_x, score_y, scored = train_x[held], train_y[held], "val"
-        what = f"validation {len(held)} held-out training images (test set not used)"
-    else:
-        (score_x, score_y), scored = data.load_tensors(data_dir, train=False), "test"
-        what = f"test {len(score_y)}"
+    train_x, train_y, score_x, score_y, scored = modern.load_split(data_dir, val_size)
+    what = (f"validation {len(score_y)} held-out training images (test set not used)"
+            if scored == "val" else f"test {len(score_y)}")
     print(f"# bench fast: preset {p.name} on {dev} ({cpu_count()} cores), torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}; data {os.path.abspath(data_dir)}; "
-          f"train {len(keep)} images, {what} (scored once per seed)")
+          f"train {len(train_y)} images, {what} (scored once per seed)")
     print(f"# {p}", flush=True)
     modern.warm_up(p, dev)
     rows = []
     for seed in range(first_seed, first_seed + seeds):
-        net, report = modern.train(p, train_x[keep], train_y[keep], seed=seed, device=dev, log=None)
+        net, report = modern.train(p, train_x, train_y, seed=seed, device=dev, log=None)
         score = modern.evaluate(net, p, score_x, score_y, dev)
         rows.append({**{k: v for k, v in report.items() if k != "history"}, **score})
         print(f"seed {seed}  train {report['train_seconds']:8.2f} s  {report['images_per_second']:7.0f} "

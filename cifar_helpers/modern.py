@@ -148,6 +148,18 @@ def split_train(labels: torch.Tensor, val_size: int, seed: int = 0) -> tuple[tor
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def load_split(data_dir: str | Path, val_size: int = 0
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """Training images and labels (less ``val_size`` held out), the images and labels to score,
+    and their name: the held-out ones ("val", the test set is then never read), else "test"."""
+    from .data import load_tensors
+    x, y = load_tensors(data_dir, train=True)
+    keep, held = split_train(y, val_size)
+    if val_size:
+        return x[keep], y[keep], x[held], y[held], "val"
+    return (x[keep], y[keep], *load_tensors(data_dir, train=False), "test")
+
+
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     """uint8 N x 3 x H x W -> float, standardized with CIFAR-10's mean and std."""
     mean = torch.tensor(CIFAR10_MEAN, device=images_uint8.device).view(1, 3, 1, 1)
@@ -603,7 +615,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ``--val-size``, the held-out images) once, print JSON."""
     import os
 
-    from .data import DataError, load_tensors
+    from .data import DataError
     from .devices import DeviceError, get_device
 
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.modern", description=main.__doc__)
@@ -625,13 +637,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise ValueError("--resume needs --checkpoint (the file to continue from)")
         device = get_device(args.device)
         preset = get_preset(args.preset, device, **changes)
-        x, y = load_tensors(args.data_dir, train=True)
-        keep, held = split_train(y, args.val_size)
-        if args.val_size:                      # choosing settings: the test set stays unread
-            score_x, score_y, scored = x[held], y[held], "val"
-        else:
-            (score_x, score_y), scored = load_tensors(args.data_dir, train=False), "test"
-        net, report = train(preset, x[keep], y[keep], seed=args.seed, device=device,
+        x, y, score_x, score_y, scored = load_split(args.data_dir, args.val_size)
+        net, report = train(preset, x, y, seed=args.seed, device=device,
                             val=(score_x, score_y) if args.val_size else None,
                             checkpoint=args.checkpoint, resume=args.resume,
                             log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -106,21 +106,19 @@ def main() -> int:
                 stale.append(target.name)
         elif current is not None and signature(current) == signature(nb):
             continue                  # unchanged: keep its stored outputs
-        elif current is not None and code_cells(current) == code_cells(nb):
-            executed = iter(c for c in current.cells if c.cell_type == "code")
-            for cell in nb.cells:     # only the text changed: keep the stored outputs
-                if cell.cell_type == "code":
-                    old = next(executed)
-                    cell.outputs, cell.execution_count = old.outputs, old.execution_count
-                    cell.metadata = old.metadata
-            nb.metadata = current.metadata
-            nbformat.validate(nb)
-            nbformat.write(nb, str(target))
-            print(f"wrote {target.relative_to(ROOT)} (text only; code unchanged, stored outputs kept)")
         else:
+            note = "no outputs: regenerate with run_all --inplace"
+            if current is not None and code_cells(current) == code_cells(nb):
+                executed = iter(c for c in current.cells if c.cell_type == "code")
+                for cell in nb.cells:     # only the text changed: keep the stored outputs
+                    if cell.cell_type == "code":
+                        old = next(executed)
+                        cell.outputs, cell.execution_count = old.outputs, old.execution_count
+                        cell.metadata = old.metadata
+                nb.metadata, note = current.metadata, "text only; code unchanged, stored outputs kept"
             nbformat.validate(nb)
             nbformat.write(nb, str(target))
-            print(f"wrote {target.relative_to(ROOT)} (no outputs: regenerate with run_all --inplace)")
+            print(f"wrote {target.relative_to(ROOT)} ({note})")
     if stale:
         print("out of date with notebooks/src (run python tools/build_notebooks.py): "
               + ", ".join(stale), file=sys.stderr)
