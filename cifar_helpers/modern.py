@@ -341,13 +341,15 @@ def make_optimizer(net: ConvGroupNet, preset: Preset) -> torch.optim.Optimizer:
 
 
 def warm_up(preset: Preset, device: torch.device | str) -> None:
-    """Untimed steps of a throwaway net at the preset's shapes: one-time kernel set-up
-    (oneDNN primitives on CPU, cuDNN autotuning on CUDA) stays out of the timed runs."""
+    """Untimed steps of a throwaway net at the preset's shapes: one-time set-up (oneDNN
+    primitives on CPU, cuDNN autotuning and the eigen-solver's library load on CUDA) stays out
+    of the timed runs."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     step_throughput(preset, device, steps=1)
     net = ConvGroupNet(preset.widths).to(device)
+    init_whitening(net, torch.randn(64, 3, 32, 32, device=device), preset.whiten_eps)
     predict_logits(net, torch.zeros(1000, 3, 32, 32, dtype=torch.uint8), preset.tta,
                    dtype=autocast_dtype(preset, device), channels_last=preset.channels_last)
 
