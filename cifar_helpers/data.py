@@ -150,12 +150,13 @@ def _fingerprint(data_dir: Path, train: bool) -> tuple[str, str]:
 
 
 def cache_path(data_dir: str | os.PathLike, train: bool) -> Path:
-    """Where the decoded tensors live: beside the data, or in a user cache if that is read-only."""
+    """Where the decoded tensors live: beside the data, or in a user cache if that is read-only
+    (no write access, or no write bit at all: root may write anywhere, but should not there)."""
     root = Path(data_dir).resolve()
     name = f"cifar10-{'train' if train else 'test'}-uint8.pt"
     if os.environ.get("CIFAR_HELPERS_CACHE"):
         base = Path(os.environ["CIFAR_HELPERS_CACHE"])
-    elif os.access(root, os.W_OK):
+    elif os.access(root, os.W_OK) and root.stat().st_mode & 0o222:
         return root / ".cache" / name
     else:
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cifar_helpers"

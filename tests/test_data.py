@@ -187,8 +187,15 @@ def test_truncated_cache_is_rebuilt_not_trusted(tiny_folder):
 def test_cache_goes_beside_writable_data_else_user_cache(tiny_folder, tmp_path, monkeypatch):
     monkeypatch.delenv("CIFAR_HELPERS_CACHE")
     assert data.cache_path(tmp_path, True) == tmp_path.resolve() / ".cache" / "cifar10-train-uint8.pt"
-    monkeypatch.setattr(os, "access", lambda *a: False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    readonly = tmp_path / "readonly"               # marked read-only: root could still write there
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        assert data.cache_path(readonly, True).is_relative_to(tmp_path / "xdg" / "cifar_helpers")
+    finally:
+        readonly.chmod(0o755)
+    monkeypatch.setattr(os, "access", lambda *a: False)   # writable bits, but not for this user
     assert data.cache_path(tmp_path, True).is_relative_to(tmp_path / "xdg" / "cifar_helpers")
 
 
