@@ -3,6 +3,7 @@
     python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S]
     python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
     python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D] [--set F=V]
+    python -m cifar_helpers.bench epochs [--device D]
 """
 
 from __future__ import annotations
@@ -142,6 +143,22 @@ def fast(data_dir: str, preset: str = "auto", seeds: int = 3, device: str = "aut
     return summary
 
 
+def epochs(device: str = "auto") -> dict:
+    """Notebook 06's table: seconds per epoch of ``Net`` and wider variants at batch 4 and 128,
+    on the CPU and on ``device`` side by side; then one JSON line."""
+    dev = get_device(device)
+    devices = ["cpu"] + ([str(dev)] if dev.type != "cpu" else [])
+    print(f"# bench epochs: {', '.join(devices)} ({cpu_count()} cores), torch {torch.__version__}; "
+          f"training steps on random batches, 50,000 images per epoch, data cost excluded", flush=True)
+    table = speed.epoch_seconds(devices)
+    print(speed.format_epoch_table(table))
+    rows = [{"net": n, "batch_size": b, "device": d, "seconds_per_epoch": round(t, 2)}
+            for (n, b, d), t in table.items()]
+    summary = {"devices": devices, "rows": rows}
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "test set (for choosing settings)")
     f.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a preset field, e.g. --set epochs=5")
+    e = sub.add_parser("epochs", help="seconds per epoch of Net and wider variants, CPU vs --device")
+    e.add_argument("--device", default="auto")
     one = sub.add_parser("_one")  # internal: one recipe, one JSON line (used by run_isolated)
     one.add_argument("recipe", choices=sorted(RECIPES))
     one.add_argument("--data-dir", required=True)
@@ -185,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "tutorial":
             tutorial(args.data_dir, args.skip_baseline, args.seed, args.device,
                      args.train_size, args.test_size)
+        elif args.command == "epochs":
+            epochs(args.device)
         elif args.command == "fast":
             fast(args.data_dir, args.preset, args.seeds, args.device, args.val_size, args.first_seed,
                  modern.parse_changes(args.set))
