@@ -1,0 +1,53 @@
+"""tools/gpu_check.sh, the prepared GPU measurements: its dry run (every step tiny, on the CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def checkout_with_script(tmp_path: Path) -> Path:
+    """A bare checkout as the device tool sends it: tools/gpu_check.sh, no data beside it."""
+    repo = tmp_path / "repo"
+    (repo / "tools").mkdir(parents=True)
+    shutil.copy(ROOT / "tools" / "gpu_check.sh", repo / "tools")
+    return repo
+
+
+def gpu_check(repo: Path, out: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The script's dry run, with CIFAR10_DATA_DIR unset (the device machine has none)."""
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DATA_DIR"}
+    env.update(PYTHON=sys.executable, OUT=str(out), GPU_CHECK_DRY_RUN="1", PYTHONPATH=str(ROOT))
+    return subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_gpu_check_runs_every_step_from_the_packed_data(tiny_folder, tmp_path):
+    repo = checkout_with_script(tmp_path)
+    (repo / ".gpu").mkdir()
+    with tarfile.open(repo / ".gpu" / "cifar10-jpg.tar.gz", "w:gz") as tar:
+        tar.add(tiny_folder, arcname="cifar10-jpg")
+    done = gpu_check(repo, tmp_path / "out")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    results = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    fast, epochs, ddp_large, ddp4, tutorial = results
+    assert fast["seeds"] == 1 and 0 <= fast["mean_test_accuracy"] <= 1
+    assert epochs["devices"] == ["cpu"] and len(epochs["rows"]) == 6
+    assert all(r["seconds_per_epoch"] > 0 for r in epochs["rows"])
+    assert (ddp_large["global_batch"], ddp4["global_batch"]) == (16, 4) and ddp4["world_size"] == 1
+    assert tutorial["fast_seconds"] > 0 and tutorial["baseline_seconds"] is None
+    assert "/tmp/gpu_check_data/cifar10-jpg" in log and log.rstrip().endswith("## gpu_check done")
+
+
+def test_gpu_check_without_data_says_how_to_get_it(tmp_path):
+    done = gpu_check(checkout_with_script(tmp_path), tmp_path / "out", timeout=60)
+    assert done.returncode == 2
+    assert "set CIFAR10_DATA_DIR" in done.stderr and ".gpu/cifar10-jpg.tar.gz" in done.stderr
