@@ -36,6 +36,16 @@ def get_device(name: str = "auto") -> torch.device:
     return device
 
 
+def synchronize(device: torch.device | str) -> None:
+    """Wait until ``device`` has finished its queued work (CUDA and MPS run asynchronously), so a
+    clock read afterwards measures the work, not only its launch; a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def cpu_count() -> int:
     """Cores this process may use (respects affinity masks and containers)."""
     try:

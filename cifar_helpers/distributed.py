@@ -30,7 +30,7 @@ from torch.utils.data import DistributedSampler
 
 from . import data
 from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
-from .devices import DeviceError
+from .devices import DeviceError, synchronize
 from .models import Net
 from .params import make_params
 from .train import set_step_delay_from_env, step_delay
@@ -171,8 +171,7 @@ def _train(args, rank: int, world_size: int, device: torch.device, backend: str,
                 print(f"[rank {rank}] injected fault at step {step}", file=sys.stderr, flush=True)
                 os._exit(3)
             step_delay()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         seconds += time.perf_counter() - start
         if distributed:
             dist.all_reduce(loss_sum)                 # every rank joins; only rank 0 prints

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, check_same_run, read_checkpoint
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
-from .devices import cpu_threads, supports_bf16
+from .devices import cpu_threads, supports_bf16, synchronize
 from .models import ConvGroupNet
 from .train import NonFiniteLossError, save_checkpoint, set_step_delay_from_env, step_delay
 
@@ -387,16 +387,14 @@ def step_throughput(preset: Preset, device: torch.device | str = "cpu", steps: i
         y = torch.randint(0, 10, (preset.batch_size,), device=device)
         for i in range(steps + 2):
             if i == 2:                            # the first steps set up kernels: not timed
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
+                synchronize(device)
                 start = time.perf_counter()
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = F.cross_entropy(compiled(x), y, reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         return steps * preset.batch_size / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(old_threads)
@@ -550,8 +548,7 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
         if lookahead is not None:
             lookahead.update(net, 1.0)            # end every epoch on the averaged weights
         losses = torch.stack(losses).float() / preset.batch_size     # one sync per epoch
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         seconds += time.perf_counter() - clock
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):

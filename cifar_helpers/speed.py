@@ -17,7 +17,7 @@ import torch.nn as nn
 from . import data
 from .checkpoint import CheckpointError, check_same_run, read_checkpoint
 from .evaluate import accuracy, predict
-from .devices import cpu_threads, supports_bf16
+from .devices import cpu_threads, supports_bf16, synchronize
 from .models import Net
 from .train import (NonFiniteLossError, save_checkpoint, rng_state, set_rng_state,
                     set_step_delay_from_env, step_delay)
@@ -199,8 +199,7 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                         f"rate (lr). The checkpoint of the last finished epoch is kept at {path}.")
                 step_delay()                                    # test hook; a no-op unless set
                 if step in eval_steps or step == total:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
+                    synchronize(device)
                     seconds += time.perf_counter() - start
                     if step == total:
                         break
@@ -251,16 +250,14 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
         autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and supports_bf16(device))
         for i in range(steps + 3):
             if i == 3:                            # the first steps set up kernels: not timed
-                if device.type == "cuda":
-                    torch.cuda.synchronize()      # or the clock would start before they finish
+                synchronize(device)               # or the clock would start before they finish
                 start = time.perf_counter()
             opt.zero_grad()
             with autocast:
                 loss = nn.functional.cross_entropy(net(x), y)
             loss.backward()
             opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        synchronize(device)
         return steps * batch_size / (time.perf_counter() - start)
     finally:
         torch.set_num_threads(old)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from cifar_helpers.devices import DeviceError, available_devices, get_device
+from cifar_helpers.devices import DeviceError, available_devices, get_device, synchronize
 
 
 def test_auto_picks_the_best_available():
@@ -21,3 +21,14 @@ def test_absent_cuda_is_a_clear_error():
 def test_nonsense_device_name():
     with pytest.raises(DeviceError, match="not a device name"):
         get_device("gpu please")
+
+
+def test_synchronize_waits_on_cuda_and_mps_only(monkeypatch):
+    """Timers on CUDA and MPS must wait for the queued work; the CPU has nothing to wait for."""
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("cuda", device)))
+    monkeypatch.setattr(torch.mps, "synchronize", lambda: calls.append(("mps", None)))
+    synchronize("cpu")
+    synchronize(torch.device("cuda", 1))
+    synchronize("mps")
+    assert calls == [("cuda", torch.device("cuda", 1)), ("mps", None)]
