@@ -152,12 +152,12 @@ def load_split(data_dir: str | Path, val_size: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
     """Training images and labels (less ``val_size`` held out), the images and labels to score,
     and their name: the held-out ones ("val", the test set is then never read), else "test"."""
-    from .data import load_tensors
-    x, y = load_tensors(data_dir, train=True)
+    from . import data                     # looked up at call time (tests record the reads)
+    x, y = data.load_tensors(data_dir, train=True)
     keep, held = split_train(y, val_size)
     if val_size:
         return x[keep], y[keep], x[held], y[held], "val"
-    return (x[keep], y[keep], *load_tensors(data_dir, train=False), "test")
+    return (x, y, *data.load_tensors(data_dir, train=False), "test")   # all kept: no copy
 
 
 def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
