@@ -54,12 +54,14 @@ def test_build_keeps_stored_outputs_when_only_the_text_changes(tmp_path, monkeyp
     (src / "01_t.md").write_text(page.format(text="old words", code="print(1)"), encoding="utf-8")
     assert build.main() == 0
     nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
+    ids = [c.id for c in nb.cells]
     code_cells(nb)[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
     nbformat.write(nb, str(out / "01_t.ipynb"))
     (src / "01_t.md").write_text(page.format(text="new words", code="print(1)"), encoding="utf-8")
     assert build.main() == 0
     nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
     assert "new words" in nb.cells[1].source and code_cells(nb)[0].outputs[0].text == "1\n"
+    assert [c.id for c in nb.cells] == ids          # cell ids stay: a text edit is a small diff
     (src / "01_t.md").write_text(page.format(text="new words", code="print(2)"), encoding="utf-8")
     assert build.main() == 0
     assert code_cells(nbformat.read(str(out / "01_t.ipynb"), as_version=4))[0].outputs == []

@@ -2,7 +2,8 @@
 
 Source format: Markdown; each ```` ```python [tag ...] ```` fence is one code cell with those
 tags; a line ``+++`` splits Markdown into cells. A navigation line is added at the top and
-bottom of every notebook. Outputs come from ``python -m cifar_helpers.run_all --inplace``.
+bottom of every notebook; cell ids follow the cells' positions, so a rebuild keeps them.
+Outputs come from ``python -m cifar_helpers.run_all --inplace``.
 
     python tools/build_notebooks.py            # rebuild the notebooks whose source changed
                                                # (text-only changes keep the stored outputs)
@@ -75,18 +76,21 @@ def build(name: str, names: list[str], titles: dict[str, str]) -> nbformat.Noteb
     cells = parse((SRC / f"{name}.md").read_text(encoding="utf-8"))
     cells.insert(0, nbformat.v4.new_markdown_cell(nav))
     cells.append(nbformat.v4.new_markdown_cell(nav))
+    for j, cell in enumerate(cells):   # by position, not random: a rebuild leaves ids alone
+        cell.id = f"nb{name[:2]}-{j:03d}"
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
     return nb
 
 
-def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [(c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", []))) for c in nb.cells]
+def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, str, tuple[str, ...]]]:
+    return [(c.get("id", ""), c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", [])))
+            for c in nb.cells]
 
 
 def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
-    return [sig for sig in signature(nb) if sig[0] == "code"]
+    return [sig[1:] for sig in signature(nb) if sig[1] == "code"]
 
 
 def main() -> int:
