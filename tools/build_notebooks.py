@@ -78,6 +78,7 @@ def build(name: str, names: list[str], titles: dict[str, str]) -> nbformat.Noteb
     cells.append(nbformat.v4.new_markdown_cell(nav))
     for j, cell in enumerate(cells):   # by position, not random: a rebuild leaves ids alone
         cell.id = f"nb{name[:2]}-{j:03d}"
+        cell.metadata.setdefault("tags", [])   # as papermill writes them: no churn between the two
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
@@ -85,7 +86,7 @@ def build(name: str, names: list[str], titles: dict[str, str]) -> nbformat.Noteb
 
 
 def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    return [(c.get("id", ""), c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", [])))
+    return [(c.get("id", ""), c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", ["-"])))
             for c in nb.cells]
 
 
@@ -118,7 +119,7 @@ def main() -> int:
                     if cell.cell_type == "code":
                         old = next(executed)
                         cell.outputs, cell.execution_count = old.outputs, old.execution_count
-                        cell.metadata = old.metadata
+                        cell.metadata = {**old.metadata, "tags": cell.metadata["tags"]}
                 nb.metadata, note = current.metadata, "text only; code unchanged, stored outputs kept"
             nbformat.validate(nb)
             nbformat.write(nb, str(target))
