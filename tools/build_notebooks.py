@@ -85,12 +85,16 @@ def build(name: str, names: list[str], titles: dict[str, str]) -> nbformat.Noteb
     return nb
 
 
-def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    return [(c.get("id", ""), c.cell_type, c.source, tuple(c.get("metadata", {}).get("tags", ["-"])))
-            for c in nb.cells]
+def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, str, tuple[str, ...] | None]]:
+    """Per cell: id, type, source and tags (None where the cell has no tags list at all)."""
+    sigs = []
+    for c in nb.cells:
+        tags = c.get("metadata", {}).get("tags")
+        sigs.append((c.get("id", ""), c.cell_type, c.source, None if tags is None else tuple(tags)))
+    return sigs
 
 
-def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...]]]:
+def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...] | None]]:
     return [sig[1:] for sig in signature(nb) if sig[1] == "code"]
 
 
