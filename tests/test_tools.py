@@ -38,13 +38,35 @@ def test_gpu_check_runs_every_step_from_the_packed_data(tiny_folder, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     results = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-    fast, epochs, ddp_large, ddp4, tutorial = results
+    fast, sweep_a, sweep_b, epochs, ddp_large, ddp4, tutorial = results
     assert fast["seeds"] == 1 and 0 <= fast["mean_test_accuracy"] <= 1
+    assert all(0 <= s["mean_val_accuracy"] <= 1 and "mean_test_accuracy" not in s for s in (sweep_a, sweep_b))
     assert epochs["devices"] == ["cpu"] and len(epochs["rows"]) == 6
     assert all(r["seconds_per_epoch"] > 0 for r in epochs["rows"])
     assert (ddp_large["global_batch"], ddp4["global_batch"]) == (16, 4) and ddp4["world_size"] == 1
     assert tutorial["fast_seconds"] > 0 and tutorial["baseline_seconds"] is None
     assert "/tmp/gpu_check_data/cifar10-jpg" in log and log.rstrip().endswith("## gpu_check done")
+    assert "failed" not in log
+
+
+def test_gpu_check_goes_on_past_a_failing_step_and_names_it(tiny_folder, tmp_path):
+    repo = checkout_with_script(tmp_path)
+    env_dir = tmp_path / "broken"
+    (env_dir / "cifar_helpers").mkdir(parents=True)       # a package whose epochs bench is broken
+    shutil.copytree(ROOT / "cifar_helpers", env_dir / "cifar_helpers", dirs_exist_ok=True)
+    bench = env_dir / "cifar_helpers" / "bench.py"
+    bench.write_text(bench.read_text().replace('def epochs(device: str = "auto") -> dict:\n',
+                                               'def epochs(device: str = "auto") -> dict:\n'
+                                               '    raise RuntimeError("broken on purpose")\n'))
+    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DATA_DIR"}
+    env.update(PYTHON=sys.executable, OUT=str(tmp_path / "out"), GPU_CHECK_DRY_RUN="1",
+               PYTHONPATH=str(env_dir), CIFAR10_DATA_DIR=str(tiny_folder))
+    done = subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1
+    log = (tmp_path / "out" / "gpu_check.log").read_text()
+    assert "broken on purpose" in log and "## 5. fast Net recipe" in log
+    assert log.rstrip().endswith("## gpu_check done; failed: 3 epochs (exit 2)")
 
 
 def test_gpu_check_without_data_says_how_to_get_it(tmp_path):

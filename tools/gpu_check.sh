@@ -2,10 +2,14 @@
 # The GPU measurements the README still lacks (issue 5's gpu94 figure, notebook 06's table, DDP
 # and the fast recipe on CUDA), in one run of a few minutes on one GPU. It prints, in order:
 #   1. bench fast --preset gpu94 --seeds 5 --device cuda   (issue 5: mean >= 0.94 in <= 5.0 s?)
-#   2. bench epochs --device cuda                           (notebook 06's seconds-per-epoch table)
-#   3. the DDP entry point's JSON line at global batch 128 and 4, one process per GPU
-#   4. bench tutorial --skip-baseline --device cuda         (the fast Net recipe)
-# and keeps everything in $OUT/gpu_check.log (runs/gpu_check/ when $OUT is unset).
+#   2. larger recipes on the validation split (5,000 held-out training images, one seed each):
+#      what it takes to reach 94 % on this data copy, and in how many seconds
+#   3. bench epochs --device cuda                           (notebook 06's seconds-per-epoch table)
+#   4. the DDP entry point's JSON line at global batch 128 and 4, one process per GPU
+#   5. bench tutorial --skip-baseline --device cuda         (the fast Net recipe)
+# and keeps everything in $OUT/gpu_check.log (runs/gpu_check/ when $OUT is unset). Each step has
+# its own time limit and a failing step does not stop the others; the last line names the steps
+# that failed or ran out of time, and the exit status is then 1.
 #
 # On a CUDA machine with the data:   CIFAR10_DATA_DIR=/abs/path/cifar10-jpg bash tools/gpu_check.sh
 # With the `device` tool (the machine has python3 + torch but not ../shared, which does not
@@ -14,14 +18,26 @@
 # then  run(command="bash tools/gpu_check.sh", carry=[".gpu"], timeout_s=540):
 # the script unpacks it to /tmp when CIFAR10_DATA_DIR is unset.
 # GPU_CHECK_DRY_RUN=1: every step tiny and on the CPU, to test this script (tests/test_tools.py).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}                  # the device machines have python3, not always python
 out=${OUT:-runs/gpu_check}
 mkdir -p "$out"
 log="$out/gpu_check.log"
 : >"$log"
+failed=()
 say() { "$@" 2>&1 | tee -a "$log"; }
+# step NAME SECONDS CMD...: run CMD under a time limit, its output into the log; note a failure
+step() {
+  local name=$1 limit=$2 start=$SECONDS rc
+  shift 2
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$log"
+  rc=${PIPESTATUS[0]}
+  if [ "$rc" -ne 0 ]; then
+    failed+=("$name (exit $rc$( [ "$rc" -eq 124 ] && echo ", over ${limit} s"))")
+  fi
+  say echo "# $name: exit $rc after $((SECONDS - start)) s"
+}
 
 if [ -z "${CIFAR10_DATA_DIR:-}" ] && [ -f .gpu/cifar10-jpg.tar.gz ]; then
   mkdir -p /tmp/gpu_check_data
@@ -36,7 +52,10 @@ fi
 
 if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
   device=cpu
-  fast=(--preset demo --seeds 1 --set widths=[8,16,16] --set batch_size=16)
+  tiny=(--set widths=[8,16,16] --set batch_size=16)
+  fast=(--preset demo --seeds 1 "${tiny[@]}")
+  sweep=("--preset demo --val-size 16 ${tiny[*]}"
+         "--preset demo --val-size 16 ${tiny[*]} --set epochs=1")
   ddp=(--epochs 1)
   ddp_batches=("16 0.032" "4 0.001")
   tutorial=(--train-size 64 --test-size 32)
@@ -44,6 +63,12 @@ if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
 else
   device=cuda
   fast=(--preset gpu94 --seeds 5)
+  # one seed each on 45,000/5,000: longer, then wider (the validation split, not the test set)
+  sweep=("--preset gpu94 --val-size 5000"
+         "--preset gpu94 --val-size 5000 --set epochs=15"
+         "--preset gpu94 --val-size 5000 --set epochs=20"
+         "--preset gpu94 --val-size 5000 --set widths=[96,384,384] --set epochs=12"
+         "--preset gpu94 --val-size 5000 --set widths=[128,512,512] --set epochs=16")
   ddp=(--epochs 2)
   ddp_batches=("128 0.032" "4 0.001")          # global batch, lr
   tutorial=()
@@ -53,22 +78,34 @@ assert torch.cuda.is_available(), "gpu_check: no CUDA GPU here"
 print("torch", torch.__version__, "cuda", torch.version.cuda, "devices",
       [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])
 PY
+  [ "${PIPESTATUS[0]}" -eq 0 ] || exit 1
   nproc=$("$py" -c "import torch; print(torch.cuda.device_count())")
 fi
 export PYTHONUNBUFFERED=1
 data=$CIFAR10_DATA_DIR
 
 say echo "## 1. modern recipe"
-say "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" "${fast[@]}"
-say echo "## 2. seconds per epoch (notebook 06)"
-say "$py" -m cifar_helpers.bench epochs --device "$device"
-say echo "## 3. DDP, $nproc process(es)"
+step "1 fast" 150 "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" "${fast[@]}"
+say echo "## 2. larger recipes, validation split"
+for args in "${sweep[@]}"; do
+  read -r -a a <<<"$args"
+  step "2 sweep ${a[*]:1}" 90 "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" \
+    --seeds 1 "${a[@]}"
+done
+say echo "## 3. seconds per epoch (notebook 06)"
+step "3 epochs" 60 "$py" -m cifar_helpers.bench epochs --device "$device"
+say echo "## 4. DDP, $nproc process(es)"
 for batch_lr in "${ddp_batches[@]}"; do
   read -r batch lr <<<"$batch_lr"
-  "$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc" -m cifar_helpers.distributed \
-    --data-dir "$data" --device "$device" --batch-size "$batch" --lr "$lr" "${ddp[@]}" \
-    2>>"$log" | tail -1 | tee -a "$log"
+  step "4 ddp batch $batch" 90 "$py" -m torch.distributed.run --standalone --nproc_per_node "$nproc" \
+    -m cifar_helpers.distributed --data-dir "$data" --device "$device" --batch-size "$batch" \
+    --lr "$lr" "${ddp[@]}"
 done
-say echo "## 4. fast Net recipe"
-say "$py" -m cifar_helpers.bench tutorial --skip-baseline --data-dir "$data" --device "$device" "${tutorial[@]}"
+say echo "## 5. fast Net recipe"
+step "5 tutorial" 60 "$py" -m cifar_helpers.bench tutorial --skip-baseline --data-dir "$data" \
+  --device "$device" "${tutorial[@]}"
+if [ ${#failed[@]} -gt 0 ]; then
+  say echo "## gpu_check done; failed: $(IFS=';'; echo "${failed[*]}")"
+  exit 1
+fi
 say echo "## gpu_check done"
