@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
     "resume": False,             # continue training from the checkpoint if it exists
     # the modern recipe (notebook 08; cifar_helpers.modern)
-    "preset": "demo",            # "demo", "cpu5", "cpu10", "gpu94", or "auto" (by device)
+    "preset": "demo",            # "demo", "cpu5", "cpu10", "gpu94", "gpu5s", or "auto" (by device)
     "preset_changes": {},        # changes to the preset's fields, e.g. {"epochs": 5}
     "val_fraction": 0.1,         # share of the training images held out for validation
     "ladder_epochs": 2,          # epochs of each run in notebook 08's technique comparison

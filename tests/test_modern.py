@@ -149,6 +149,7 @@ def test_whitening_decorrelates_patches():
 def test_presets_and_bad_settings():
     assert modern.get_preset("auto", "cpu").name == "cpu10"
     assert modern.get_preset("auto", "cuda").name == "gpu94"
+    assert all(modern.get_preset(name).name == name for name in modern.PRESETS)  # each one valid
     assert modern.get_preset("cpu5", epochs=3).epochs == 3
     with pytest.raises(ValueError, match="preset='fast' is unknown.*cpu10"):
         modern.get_preset("fast")
