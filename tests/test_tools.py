@@ -21,10 +21,12 @@ def checkout_with_script(tmp_path: Path) -> Path:
     return repo
 
 
-def gpu_check(repo: Path, out: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The script's dry run, with CIFAR10_DATA_DIR unset (the device machine has none)."""
+def gpu_check(repo: Path, out: Path, timeout: int = 600, **env_changes: str) -> subprocess.CompletedProcess:
+    """The script's dry run, with CIFAR10_DATA_DIR unset (the device machine has none) unless
+    ``env_changes`` sets it."""
     env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DATA_DIR"}
     env.update(PYTHON=sys.executable, OUT=str(out), GPU_CHECK_DRY_RUN="1", PYTHONPATH=str(ROOT))
+    env.update(env_changes)
     return subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -54,11 +56,8 @@ def test_gpu_check_goes_on_past_failing_steps_and_names_them(tiny_folder, tmp_pa
     broken = tmp_path / "broken" / "cifar_helpers"       # a package that fails at import: every
     broken.mkdir(parents=True)                           # step fails at once, and the script
     (broken / "__init__.py").write_text('raise RuntimeError("broken on purpose")\n')  # goes on
-    env = {k: v for k, v in os.environ.items() if k != "CIFAR10_DATA_DIR"}
-    env.update(PYTHON=sys.executable, OUT=str(tmp_path / "out"), GPU_CHECK_DRY_RUN="1",
-               PYTHONPATH=str(broken.parent), CIFAR10_DATA_DIR=str(tiny_folder))
-    done = subprocess.run(["bash", str(repo / "tools" / "gpu_check.sh")], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = gpu_check(repo, tmp_path / "out", timeout=300, PYTHONPATH=str(broken.parent),
+                     CIFAR10_DATA_DIR=str(tiny_folder))
     assert done.returncode == 1
     log = (tmp_path / "out" / "gpu_check.log").read_text()
     last = log.rstrip().splitlines()[-1]

@@ -39,6 +39,12 @@ step() {
   fi
   say echo "# $name: exit $rc after $((SECONDS - start)) s"
 }
+# fast_step NAME SECONDS "ARGS": one bench fast run, its arguments given as one string
+fast_step() {
+  local a
+  read -r -a a <<<"$3"
+  step "$1 ${a[*]}" "$2" "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" "${a[@]}"
+}
 
 if [ -z "${CIFAR10_DATA_DIR:-}" ] && [ -f .gpu/cifar10-jpg.tar.gz ]; then
   mkdir -p /tmp/gpu_check_data
@@ -55,8 +61,8 @@ if [ "${GPU_CHECK_DRY_RUN:-0}" = 1 ]; then
   device=cpu
   tiny=(--set widths=[8,16,16] --set batch_size=16)
   fast=("--preset demo --seeds 1 ${tiny[*]}")
-  sweep=("--preset demo --val-size 16 ${tiny[*]}"
-         "--preset demo --val-size 16 ${tiny[*]} --set epochs=1")
+  sweep=("--preset demo --seeds 1 --val-size 16 ${tiny[*]}"
+         "--preset demo --seeds 1 --val-size 16 ${tiny[*]} --set epochs=1")
   ddp=(--epochs 1)
   ddp_batches=("16 0.032" "4 0.001")
   tutorial=(--train-size 64 --test-size 32)
@@ -65,11 +71,11 @@ else
   device=cuda
   fast=("--preset gpu94 --seeds 5" "--preset gpu5s --seeds 5")
   # one seed each on 45,000/5,000: longer, then wider (the validation split, not the test set)
-  sweep=("--preset gpu94 --val-size 5000"
-         "--preset gpu94 --val-size 5000 --set epochs=15"
-         "--preset gpu94 --val-size 5000 --set epochs=20"
-         "--preset gpu94 --val-size 5000 --set widths=[96,384,384] --set epochs=12"
-         "--preset gpu94 --val-size 5000 --set widths=[128,512,512] --set epochs=16")
+  sweep=("--preset gpu94 --seeds 1 --val-size 5000"
+         "--preset gpu94 --seeds 1 --val-size 5000 --set epochs=15"
+         "--preset gpu94 --seeds 1 --val-size 5000 --set epochs=20"
+         "--preset gpu94 --seeds 1 --val-size 5000 --set widths=[96,384,384] --set epochs=12"
+         "--preset gpu94 --seeds 1 --val-size 5000 --set widths=[128,512,512] --set epochs=16")
   ddp=(--epochs 2)
   ddp_batches=("128 0.032" "4 0.001")          # global batch, lr
   tutorial=()
@@ -86,16 +92,9 @@ export PYTHONUNBUFFERED=1
 data=$CIFAR10_DATA_DIR
 
 say echo "## 1. modern recipe"
-for args in "${fast[@]}"; do
-  read -r -a a <<<"$args"
-  step "1 fast ${a[*]}" 120 "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" "${a[@]}"
-done
+for args in "${fast[@]}"; do fast_step "1 fast" 120 "$args"; done
 say echo "## 2. larger recipes, validation split"
-for args in "${sweep[@]}"; do
-  read -r -a a <<<"$args"
-  step "2 sweep ${a[*]:1}" 90 "$py" -m cifar_helpers.bench fast --data-dir "$data" --device "$device" \
-    --seeds 1 "${a[@]}"
-done
+for args in "${sweep[@]}"; do fast_step "2 sweep" 90 "$args"; done
 say echo "## 3. seconds per epoch (notebook 06)"
 step "3 epochs" 60 "$py" -m cifar_helpers.bench epochs --device "$device"
 say echo "## 4. DDP, $nproc process(es)"
