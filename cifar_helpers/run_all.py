@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .params import make_params
 
 METRICS_TAG = "metrics"              # cell whose application/json output holds the results
 PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint")
+PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # read by cifar_helpers.train.progress_bar
 NOTEBOOK_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
 
 
@@ -81,9 +83,6 @@ def strip_volatile(nb: dict) -> dict:
 def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
         inplace: bool = False, folder: Path | None = None, log=print) -> dict:
     """Execute the notebooks; return (and write to ``out/summary.json``) the summary."""
-    import nbformat
-    import papermill as pm
-
     folder = (folder or notebooks_dir()).resolve()
     paths = list_notebooks(folder, only)
     declared = {p.name: declared_parameters(p) for p in paths}
@@ -105,45 +104,72 @@ def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
     summary: dict[str, Any] = {"parameters": parameters, "notebooks": {},
                                "test_accuracy": None, "per_class_accuracy": None}
     failed = None
-    for path in paths:
-        name = path.name
-        if failed:
-            summary["notebooks"][name] = {"status": "not run", "seconds": 0.0}
-            continue
-        mine = {k: v for k, v in parameters.items() if k in declared[name]}
-        target = path if inplace else out / name
-        log(f"[run_all] {name} {mine or ''}".rstrip())
-        start = time.perf_counter()
-        status, error = "ok", None
-        try:
-            pm.execute_notebook(str(path), str(target), parameters=mine, cwd=str(folder),
-                                progress_bar=False, kernel_name="python3")
-        except pm.PapermillExecutionError as err:
-            status, error = "failed", f"{err.ename}: {err.evalue} (cell {err.exec_count})"
-        except Exception as err:  # kernel died, notebook unreadable, ...
-            status, error = "failed", f"{type(err).__name__}: {err}"
-        seconds = round(time.perf_counter() - start, 2)
-        entry: dict[str, Any] = {"status": status, "seconds": seconds}
-        if target.exists():
-            nb = nbformat.read(str(target), as_version=4)
-            if inplace:
-                nbformat.write(strip_volatile(nb), str(target))
-            metrics = read_metrics(nb)
-            if metrics:
-                entry["metrics"] = metrics
-                for key in ("test_accuracy", "per_class_accuracy"):
-                    if key in metrics:
-                        summary[key] = metrics[key]
-        if error:
-            entry["error"] = error
-            failed = f"{name} failed: {error}"
-        summary["notebooks"][name] = entry
-        log(f"[run_all] {name}: {status} in {seconds:.1f} s")
+    with environment(**{PROGRESS_ENV: "0"}):   # kernels inherit it: no progress-bar fragments
+        for path in paths:
+            failed = _run_one(path, out, parameters, declared[path.name], inplace, folder,
+                              summary, failed, log)
     summary["status"] = "failed" if failed else "ok"
     if failed:
         summary["error"] = failed
     (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     return summary
+
+
+def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[str], inplace: bool,
+             folder: Path, summary: dict, failed: str | None, log) -> str | None:
+    """Execute one notebook into ``summary``; return the job's failure so far (None: all ok)."""
+    import nbformat
+    import papermill as pm
+
+    name = path.name
+    if failed:
+        summary["notebooks"][name] = {"status": "not run", "seconds": 0.0}
+        return failed
+    mine = {k: v for k, v in parameters.items() if k in declared}
+    target = path if inplace else out / name
+    log(f"[run_all] {name} {mine or ''}".rstrip())
+    start = time.perf_counter()
+    status, error = "ok", None
+    try:
+        pm.execute_notebook(str(path), str(target), parameters=mine, cwd=str(folder),
+                            progress_bar=False, kernel_name="python3")
+    except pm.PapermillExecutionError as err:
+        status, error = "failed", f"{err.ename}: {err.evalue} (cell {err.exec_count})"
+    except Exception as err:  # kernel died, notebook unreadable, ...
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    seconds = round(time.perf_counter() - start, 2)
+    entry: dict[str, Any] = {"status": status, "seconds": seconds}
+    if target.exists():
+        nb = nbformat.read(str(target), as_version=4)
+        if inplace:
+            nbformat.write(strip_volatile(nb), str(target))
+        metrics = read_metrics(nb)
+        if metrics:
+            entry["metrics"] = metrics
+            for key in ("test_accuracy", "per_class_accuracy"):
+                if key in metrics:
+                    summary[key] = metrics[key]
+    if error:
+        entry["error"] = error
+        failed = f"{name} failed: {error}"
+    summary["notebooks"][name] = entry
+    log(f"[run_all] {name}: {status} in {seconds:.1f} s")
+    return failed
+
+
+@contextlib.contextmanager
+def environment(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a ``with`` block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _schema_names() -> set[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -26,6 +27,18 @@ class NonFiniteLossError(FloatingPointError):
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the previous one is intact."""
+
+
+PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # "0": no progress bars (run_all sets it for stored runs)
+
+
+def progress_bar(iterable: Iterable, total: int | None = None, desc: str | None = None,
+                 enabled: bool = True) -> Iterable:
+    """A tqdm bar on stderr while a person watches; the bare iterable when ``enabled`` is False
+    or ``$CIFAR_HELPERS_PROGRESS`` is ``0`` (papermill runs whose outputs are stored)."""
+    if not enabled or os.environ.get(PROGRESS_ENV) == "0":
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, file=sys.stderr, mininterval=2.0)
 
 
 def default_print_every(num_batches: int) -> int:
@@ -107,8 +120,7 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
         if hasattr(trainloader, "set_epoch"):
             trainloader.set_epoch(epoch)          # each epoch's order depends on the epoch alone
         running_loss = 0.0
-        bar = tqdm(trainloader, total=num_batches, desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not progress, file=sys.stderr, mininterval=2.0)
+        bar = progress_bar(trainloader, num_batches, f"epoch {epoch + 1}/{epochs}", progress)
         for i, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             optimizer.zero_grad()
@@ -129,11 +141,12 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
             running_loss += value
             if i % print_every == print_every - 1:
                 line = f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / print_every:.3f}"
-                tqdm.write(line) if progress else print(line)
+                tqdm.write(line) if isinstance(bar, tqdm) else print(line)
                 history["running_loss"].append((epoch + 1, i + 1, running_loss / print_every))
                 running_loss = 0.0
             step_delay()
-        bar.close()
+        if isinstance(bar, tqdm):
+            bar.close()
         if path is not None:
             _save_state(path, net, optimizer, scheduler, trainloader, epoch + 1, history, classes, run)
     return history
@@ -167,7 +180,6 @@ _STEP_DELAY = {"seconds": 0.0}
 def set_step_delay_from_env() -> None:
     """Fault-injection hook for tests: sleep ``$CIFAR_HELPERS_STEP_DELAY`` seconds every step,
     so that a test can kill a run at a chosen point. Unset (the default): no delay."""
-    import os
     _STEP_DELAY["seconds"] = float(os.environ.get("CIFAR_HELPERS_STEP_DELAY") or 0)
 
 
@@ -178,8 +190,6 @@ def step_delay() -> None:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Notebook 03 as a script: train ``Net`` with the classic recipe, checkpoint, evaluate."""
-    import os
-
     from . import data
     from .devices import cpu_threads, get_device
     from .evaluate import accuracy, predict

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,15 @@ def test_run_all_refuses_bad_parameters_before_running(tmp_path, capsys):
 
 def test_parse_value():
     assert [run_all.parse_value(v) for v in ["4", "0.01", "True", "None", "data/x"]] == [4, 0.01, True, None, "data/x"]
+
+
+def test_run_all_turns_progress_bars_off_in_its_kernels_only(monkeypatch):
+    from cifar_helpers.train import PROGRESS_ENV, progress_bar
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    items = [1, 2, 3]
+    bar = progress_bar(items)
+    assert list(bar) == items and bar is not items               # a person watching: a bar
+    with run_all.environment(**{run_all.PROGRESS_ENV: "0"}):
+        assert progress_bar(items) is items                      # a stored run: none
+    assert PROGRESS_ENV not in os.environ                        # and the setting is undone
+    assert run_all.PROGRESS_ENV == PROGRESS_ENV
