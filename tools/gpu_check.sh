@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The measurements behind the README's GPU figures (the modern recipe's GPU presets, notebook
+# The measurements behind the GPU figures in docs/benchmarks.md (the modern recipe's GPU presets, notebook
 # 06's table, DDP and the fast Net recipe on CUDA), in one run of about 6 minutes on one GPU
 # (5 on an H200 before gpu5s was added; benchmarks/ holds that log). It prints, in order:
 #   1. bench fast --preset gpu94, then gpu5s, --seeds 5 --device cuda   (the test-set figures)

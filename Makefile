@@ -1,0 +1,19 @@
+# Two commands on a fresh machine (Python 3.10+):
+#   make run    install into .venv, then run every notebook (downloads CIFAR-10 unless
+#               CIFAR10_DATA_DIR points at a copy); results in runs/latest/summary.json
+#   make test   install into .venv, then the tests (the real-data tier too if CIFAR10_DATA_DIR is set)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DOWNLOAD := $(if $(CIFAR10_DATA_DIR),,-p download True)
+
+.PHONY: run test
+run: $(VENV)/.installed
+	$(PY) -m cifar_helpers.run_all $(DOWNLOAD)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest
+
+$(VENV)/.installed: requirements.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $@
