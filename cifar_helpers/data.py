@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
-from torchvision import datasets, transforms
 
 from .checkpoint import save_atomic
 
@@ -44,6 +43,7 @@ def how_to_provide(data_dir: str | os.PathLike) -> str:
 
 def seed_transform(mean=MEAN, std=STD) -> transforms.Compose:
     """The seed's transform: ToTensor, then Normalize (by default to [-1, 1])."""
+    from torchvision import transforms   # imported when needed: the fast path runs without it
     return transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
@@ -70,20 +70,41 @@ def _check_class_folders(split_dir: Path, data_dir: str | os.PathLike) -> None:
                         f"Expected exactly {list(CIFAR10_CLASSES)}. {how_to_provide(data_dir)}")
 
 
+def _not_found(data_dir: str | os.PathLike) -> DataError:
+    return DataError(f"CIFAR-10 not found in {Path(data_dir).resolve()} (no train/ and test/ "
+                     f"folders, no {TV_FOLDER}/, and download is off). {how_to_provide(data_dir)}")
+
+
+def check_data_dir(data_dir: str | os.PathLike, download: bool = False) -> str:
+    """``data_dir``'s layout (``"folder"`` or ``"torchvision"``), or a :class:`DataError` saying how
+    to provide the data: no CIFAR-10 there and download off, or class folders that are not CIFAR-10's.
+
+    Notebook 01 calls it before building the datasets itself, so a learner gets this message
+    instead of torchvision's bare "Dataset not found or corrupted".
+    """
+    layout = find_layout(data_dir)
+    if layout == "folder":
+        for split in ("train", "test"):
+            _check_class_folders(Path(data_dir) / split, data_dir)
+    elif layout is None and not download:
+        raise _not_found(data_dir)
+    return layout or "torchvision"
+
+
 def cifar10(data_dir: str | os.PathLike, train: bool = True,
             transform=None, download: bool = False) -> Dataset:
     """The CIFAR-10 training or test set as a torchvision dataset (``ImageFolder`` or ``CIFAR10``).
 
     Labels and ``.classes`` are the same for both layouts.
     """
+    from torchvision import datasets
     layout = find_layout(data_dir)
     if layout == "folder":
         split_dir = Path(data_dir) / ("train" if train else "test")
         _check_class_folders(split_dir, data_dir)
         return datasets.ImageFolder(str(split_dir), transform=transform)
     if layout is None and not download:
-        raise DataError(f"CIFAR-10 not found in {Path(data_dir).resolve()} (no train/ and test/ "
-                        f"folders, no {TV_FOLDER}/, and download is off). {how_to_provide(data_dir)}")
+        raise _not_found(data_dir)
     try:
         ds = datasets.CIFAR10(root=str(data_dir), train=train, transform=transform,
                               download=download)
@@ -142,6 +163,7 @@ def _fingerprint(data_dir: Path, train: bool) -> tuple[str, str]:
                 st = f.stat()
                 h.update(f"{cls.name}/{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
     elif layout == "torchvision":
+        from torchvision import datasets
         files = datasets.CIFAR10.train_list if train else datasets.CIFAR10.test_list
         for name, _md5 in files:
             st = (data_dir / TV_FOLDER / name).stat()
@@ -176,6 +198,7 @@ def _read_image(path: str) -> np.ndarray:
 
 
 def _decode(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchvision import datasets
     ds = cifar10(data_dir, train=train, download=download)
     if isinstance(ds, datasets.CIFAR10):
         images, labels = np.asarray(ds.data), ds.targets

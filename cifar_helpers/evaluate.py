@@ -17,7 +17,7 @@ def predict(net: nn.Module, loader: Iterable, device: torch.device | str = "cpu"
     predicted, truth = [], []
     for inputs, labels in loader:
         outputs = net(inputs.to(device))
-        predicted.append(outputs.argmax(dim=1).cpu())
+        predicted.append(torch.max(outputs, 1).indices.cpu())   # as notebook 04's loops
         truth.append(labels.cpu())
     net.train(was_training)
     return torch.cat(predicted), torch.cat(truth)
@@ -39,7 +39,7 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes:
 
 def per_class_accuracy(predicted: torch.Tensor, labels: torch.Tensor,
                        classes: Sequence[str]) -> dict[str, float]:
-    """Class name -> fraction of that class's images predicted correctly."""
+    """Class name -> fraction of that class's images predicted correctly (NaN: no images)."""
     cm = confusion_matrix(predicted, labels, len(classes))
     totals = cm.sum(dim=1)
     return {c: int(cm[i, i]) / int(totals[i]) if totals[i] else float("nan")

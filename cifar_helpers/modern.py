@@ -279,11 +279,12 @@ class Lookahead:
             self.average[k].copy_(v)
 
 
-def orthogonalize(g: torch.Tensor, steps: int = 3) -> torch.Tensor:
+def orthogonalize(g: torch.Tensor, steps: int = 3, dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Roughly ``U V^T`` of ``g = U S V^T`` (all singular values pushed towards 1) by a quintic
-    Newton-Schulz iteration in bfloat16, as in Keller Jordan's Muon optimizer."""
+    Newton-Schulz iteration in ``dtype``: bfloat16 as in Keller Jordan's Muon optimizer, float32
+    where bfloat16 is slow (a CPU without AVX512-BF16 emulates it, 25 times slower here)."""
     a, b, c = 3.4445, -4.7750, 2.0315
-    x = g.bfloat16()
+    x = g.to(dtype)
     x = x / (x.norm() + 1e-7)
     tall = x.size(0) > x.size(1)
     if tall:
@@ -296,10 +297,18 @@ def orthogonalize(g: torch.Tensor, steps: int = 3) -> torch.Tensor:
 
 class NesterovMuon(torch.optim.Optimizer):
     """Nesterov SGD for every group, except groups with ``muon=True``: there each filter bank is
-    rescaled to a fixed norm and the momentum step is orthogonalized (Muon)."""
+    rescaled to a fixed norm and the momentum step is orthogonalized (Muon), in bfloat16 where
+    the device has fast bfloat16 and in float32 elsewhere."""
 
     def __init__(self, groups: list[dict], momentum: float):
         super().__init__(groups, dict(momentum=momentum, weight_decay=0.0, muon=False))
+        self._ns_dtypes: dict[torch.device, torch.dtype] = {}
+
+    def ns_dtype(self, device: torch.device) -> torch.dtype:
+        """The dtype of the Newton-Schulz iteration on ``device``."""
+        if device not in self._ns_dtypes:
+            self._ns_dtypes[device] = torch.bfloat16 if supports_bf16(device) else torch.float32
+        return self._ns_dtypes[device]
 
     @torch.no_grad()
     def step(self) -> None:
@@ -317,7 +326,8 @@ class NesterovMuon(torch.optim.Optimizer):
                 g = g.add(buf, alpha=m)
                 if group["muon"]:
                     p.mul_(len(p) ** 0.5 / p.norm())
-                    p.add_(orthogonalize(g.reshape(len(g), -1)).view_as(p), alpha=-lr)
+                    update = orthogonalize(g.reshape(len(g), -1), dtype=self.ns_dtype(p.device))
+                    p.add_(update.view_as(p), alpha=-lr)
                 else:
                     p.add_(g, alpha=-lr)
 
@@ -595,6 +605,56 @@ def evaluate(net: nn.Module, preset: Preset, images: torch.Tensor, labels: torch
                                    channels_last=preset.channels_last), labels)
            if preset.tta else plain)
     return {"accuracy": tta, "accuracy_no_tta": plain, "tta": preset.tta}
+
+
+def _preset_from_repr(text: str) -> Preset:
+    """The :class:`Preset` printed as ``Preset(name='gpu94', widths=(64, 256, 256), ...)``."""
+    call = ast.parse(text.strip(), mode="eval").body
+    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Preset"):
+        raise ValueError(f"not a Preset: {text[:60]!r}")
+    return Preset(**{k.arg: ast.literal_eval(k.value) for k in call.keywords})
+
+
+def preset_name_of(preset: Preset) -> str | None:
+    """The name of the preset in :data:`PRESETS` with ``preset``'s settings (its name and
+    ``compile`` aside), or None."""
+    same = lambda p: replace(p, name="", compile=False)
+    return next((n for n, p in PRESETS.items() if same(p) == same(preset)), None)
+
+
+def read_bench_logs(folder: str | Path) -> list[dict]:
+    """One row per ``bench fast`` run in the logs ``folder/*.log`` (as committed in ``benchmarks/``):
+    ``log``, ``machine`` (the GPU named in the log's first line), ``preset`` (a name from
+    :data:`PRESETS` or None), ``widths``, ``epochs``, ``compile``, ``scored_on`` ("test" or
+    "val"), ``seeds``, ``accuracy`` (mean), ``min_accuracy``, ``train_seconds`` (mean) and
+    ``seed_seconds`` (each seed's)."""
+    import re
+
+    rows = []
+    for path in sorted(Path(folder).glob("*.log")):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        found = re.search(r"NVIDIA (\w+)", lines[0]) if lines else None
+        machine = found.group(1) if found else None
+        block = None
+        for line in lines:
+            if line.startswith("# bench fast:"):
+                block = {"scored_on": "val" if "validation" in line else "test", "seconds": []}
+            elif block is not None and line.startswith("# Preset("):
+                block["preset"] = _preset_from_repr(line[2:])
+            elif block is not None and line.startswith("seed "):
+                block["seconds"].append(float(line.split("train")[1].split()[0]))
+            elif block is not None and line.startswith("{") and "mean_train_seconds" in line:
+                summary, p = json.loads(line), block["preset"]
+                key = "test" if block["scored_on"] == "test" else "val"
+                rows.append({"log": path.name, "machine": machine, "preset": preset_name_of(p),
+                             "widths": p.widths, "epochs": p.epochs, "compile": p.compile,
+                             "scored_on": block["scored_on"], "seeds": summary["seeds"],
+                             "accuracy": summary[f"mean_{key}_accuracy"],
+                             "min_accuracy": summary[f"min_{key}_accuracy"],
+                             "train_seconds": summary["mean_train_seconds"],
+                             "seed_seconds": block["seconds"]})
+                block = None
+    return rows
 
 
 def parse_changes(items: Sequence[str]) -> dict:

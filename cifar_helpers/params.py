@@ -28,7 +28,10 @@ DEFAULTS: dict[str, Any] = {
     "preset_changes": {},        # changes to the preset's fields, e.g. {"epochs": 5}
     "val_fraction": 0.1,         # share of the training images held out for validation
     "ladder_epochs": 2,          # epochs of each run in notebook 08's technique comparison
+    "ladder_train_size": 10_000,  # training images of each of those runs (None = the whole split)
     "modern_checkpoint": "checkpoints/modern_net.pth",  # notebook 08's per-epoch checkpoint
+    # data parallelism (notebook 07)
+    "ddp_train_size": 10_000,    # training images of each torchrun run in notebook 07 (None = all)
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -50,7 +53,9 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "preset_changes": (dict,),
     "val_fraction": (float,),
     "ladder_epochs": (int, float),
+    "ladder_train_size": (int, type(None)),
     "modern_checkpoint": (str, os.PathLike),
+    "ddp_train_size": (int, type(None)),
 }
 
 
@@ -76,7 +81,9 @@ class Params:
     preset_changes: dict = field(default_factory=dict)
     val_fraction: float = DEFAULTS["val_fraction"]
     ladder_epochs: float = DEFAULTS["ladder_epochs"]
+    ladder_train_size: int | None = DEFAULTS["ladder_train_size"]
     modern_checkpoint: str = DEFAULTS["modern_checkpoint"]
+    ddp_train_size: int | None = DEFAULTS["ddp_train_size"]
 
     def replace(self, **changes: Any) -> "Params":
         """A copy with ``changes`` applied and validated."""
@@ -133,7 +140,7 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"momentum={value} must be in [0, 1)"
     if name == "num_workers" and value < 0:
         return f"num_workers={value} must be >= 0"
-    if name in ("train_size", "test_size") and value is not None and value < 1:
+    if name in ("train_size", "test_size", "ddp_train_size") and value is not None and value < 1:
         return f"{name}={value} must be None (all images) or at least 1"
     if name == "seed" and value < 0:
         return f"seed={value} must be >= 0"
@@ -141,6 +148,8 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"val_fraction={value} must be between 0 and 1 (0.1 holds out 5,000 of 50,000 images)"
     if name == "ladder_epochs" and not value > 0:
         return f"ladder_epochs={value} must be > 0"
+    if name == "ladder_train_size" and value is not None and value < 1:
+        return f"ladder_train_size={value} must be None (the whole training split) or at least 1"
     if name == "preset_changes" and not all(isinstance(k, str) for k in value):
         return f"preset_changes={value!r} must map field names (strings) to values"
     if name in ("data_dir", "checkpoint", "preset", "modern_checkpoint") and not os.fspath(value):

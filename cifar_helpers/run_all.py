@@ -1,6 +1,10 @@
 """The main job: run the numbered notebooks in order with papermill and write ``summary.json``.
 
-    python -m cifar_helpers.run_all [--out DIR] [-p NAME VALUE]... [--only 01,03] [--inplace]
+    python -m cifar_helpers.run_all [--lang en|zh] [--out DIR] [-p NAME VALUE]... [--only 01,03] [--inplace]
+
+Every lesson has an English and a Chinese notebook (``NN_name.en.ipynb``, ``NN_name.zh.ipynb``)
+with the same code; ``--lang`` picks which to run, and the summary is the same either way.
+``--inplace`` stores the run's outputs in that notebook and in its other-language twin.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from .params import make_params
 METRICS_TAG = "metrics"              # cell whose application/json output holds the results
 PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint")
 PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # read by cifar_helpers.train.progress_bar
-NOTEBOOK_RE = re.compile(r"^\d\d_[A-Za-z0-9_]+\.ipynb$")
+LANGS = ("en", "zh")
+NOTEBOOK_RE = re.compile(r"^(?P<lesson>\d\d_[A-Za-z0-9_]+)(?:\.(?P<lang>en|zh))?\.ipynb$")
 
 
 def notebooks_dir() -> Path:
@@ -30,9 +35,21 @@ def notebooks_dir() -> Path:
     return here if here.is_dir() else Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def list_notebooks(folder: Path, only: Sequence[str] = ()) -> list[Path]:
-    """The numbered notebooks ``NN_name.ipynb`` in order, optionally only those numbered in ``only``."""
-    found = sorted(p for p in folder.glob("*.ipynb") if NOTEBOOK_RE.match(p.name))
+def lesson_of(path: Path) -> str:
+    """``01_data`` for ``01_data.en.ipynb``: the name a run's summary uses, whatever the language."""
+    m = NOTEBOOK_RE.match(path.name)
+    if not m:
+        raise ValueError(f"{path.name} is not a lesson notebook (NN_name.en.ipynb or NN_name.zh.ipynb)")
+    return m.group("lesson")
+
+
+def list_notebooks(folder: Path, only: Sequence[str] = (), lang: str = "en") -> list[Path]:
+    """The numbered notebooks ``NN_name.<lang>.ipynb`` in order, optionally only those numbered in ``only``."""
+    if lang not in LANGS:
+        raise ValueError(f"lang={lang!r}: the notebooks exist in {', '.join(LANGS)}")
+    lessons = sorted({lesson_of(p) for p in folder.glob("*.ipynb") if NOTEBOOK_RE.match(p.name)})
+    found = [folder / f"{n}.{lang}.ipynb" if (folder / f"{n}.{lang}.ipynb").exists()
+             else folder / f"{n}.ipynb" for n in lessons]
     if only:
         found = [p for p in found if p.name[:2] in only]
     if not found:
@@ -81,10 +98,10 @@ def strip_volatile(nb: dict) -> dict:
 
 
 def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
-        inplace: bool = False, folder: Path | None = None, log=print) -> dict:
+        inplace: bool = False, folder: Path | None = None, log=print, lang: str = "en") -> dict:
     """Execute the notebooks; return (and write to ``out/summary.json``) the summary."""
     folder = (folder or notebooks_dir()).resolve()
-    paths = list_notebooks(folder, only)
+    paths = list_notebooks(folder, only, lang)
     declared = {p.name: declared_parameters(p) for p in paths}
     everywhere = set().union(*declared.values())
     unknown = sorted(set(parameters) - everywhere)
@@ -121,13 +138,13 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     import nbformat
     import papermill as pm
 
-    name = path.name
+    name = lesson_of(path)
     if failed:
         summary["notebooks"][name] = {"status": "not run", "seconds": 0.0}
         return failed
     mine = {k: v for k, v in parameters.items() if k in declared}
-    target = path if inplace else out / name
-    log(f"[run_all] {name} {mine or ''}".rstrip())
+    target = path if inplace else out / path.name
+    log(f"[run_all] {path.name} {mine or ''}".rstrip())
     start = time.perf_counter()
     status, error = "ok", None
     try:
@@ -143,6 +160,8 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
         nb = nbformat.read(str(target), as_version=4)
         if inplace:
             nbformat.write(strip_volatile(nb), str(target))
+            for twin in twins_of(path):
+                copy_outputs(nb, twin)
         metrics = read_metrics(nb)
         if metrics:
             entry["metrics"] = metrics
@@ -151,10 +170,34 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
                     summary[key] = metrics[key]
     if error:
         entry["error"] = error
-        failed = f"{name} failed: {error}"
+        failed = f"{path.name} failed: {error}"
     summary["notebooks"][name] = entry
-    log(f"[run_all] {name}: {status} in {seconds:.1f} s")
+    log(f"[run_all] {path.name}: {status} in {seconds:.1f} s")
     return failed
+
+
+def twins_of(path: Path) -> list[Path]:
+    """The same lesson's notebooks in the other languages."""
+    m = NOTEBOOK_RE.match(path.name)
+    if not m or m.group("lang") is None:
+        return []
+    return [path.with_name(f"{m.group('lesson')}.{lang}.ipynb") for lang in LANGS if lang != m.group("lang")]
+
+
+def copy_outputs(executed, twin_path: Path) -> None:
+    """Write the outputs of ``executed`` (a notebook) into ``twin_path``, whose code is the same."""
+    import nbformat
+    twin = nbformat.read(str(twin_path), as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    twin_code = [c for c in twin.cells if c.cell_type == "code"]
+    if [(c.source, c.metadata.get("tags")) for c in code] != \
+            [(c.source, c.metadata.get("tags")) for c in twin_code]:
+        raise ValueError(f"{twin_path.name} has other code than the notebook just run: "
+                         f"rebuild both from notebooks/src (python tools/build_notebooks.py)")
+    for mine, done in zip(twin_code, code):
+        mine.outputs, mine.execution_count, mine.metadata = done.outputs, done.execution_count, done.metadata
+    twin.metadata = executed.metadata
+    nbformat.write(twin, str(twin_path))
 
 
 @contextlib.contextmanager
@@ -186,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"),
                         help="set a parameter in every notebook that declares it (repeatable)")
+    parser.add_argument("--lang", default="en", choices=LANGS,
+                        help="which language's notebooks to run (default: %(default)s; same results)")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
     parser.add_argument("--inplace", action="store_true",
                         help="write the outputs back into notebooks/ (regenerates the stored results; "
@@ -196,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--inplace stores the default run; it takes no -p (set CIFAR10_DATA_DIR instead)")
     only = [x.strip().zfill(2) for x in args.only.split(",") if x.strip()]
     try:
-        summary = run(args.out, params, only=only, inplace=args.inplace)
+        summary = run(args.out, params, only=only, inplace=args.inplace, lang=args.lang)
     except ValueError as err:
         print(f"run_all: {err}", file=sys.stderr)
         return 2

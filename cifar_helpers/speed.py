@@ -23,6 +23,11 @@ from .train import (NonFiniteLossError, save_checkpoint, rng_state, set_rng_stat
                     set_step_delay_from_env, step_delay)
 
 
+#: torch's CPU thread count when this module was imported: what ``threads=None`` runs with, as
+#: the seed's code (which never sets it) would, whatever a notebook set in between.
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Everything that decides how ``Net`` is trained; ``loader`` says where batches come from."""
@@ -70,6 +75,12 @@ def lr_factor(step: int, total: int, warmup: float, decay: bool) -> float:
     return max(0.0, (total - step) / max(1, total - w))
 
 
+def scaled_lr(base_lr: float, base_batch: int, batch_size: int) -> float:
+    """The linear scaling rule: a batch ``batch_size / base_batch`` times larger, an lr as many
+    times larger (batch 4 at lr 0.001 becomes batch 128 at lr 0.032)."""
+    return base_lr * batch_size / base_batch
+
+
 def warm_up(recipe: Recipe, device: torch.device, steps: int = 3) -> None:
     """A few untimed steps of a throwaway Net at the recipe's batch shape (one-time kernel set-up)."""
     net = Net().to(device)
@@ -98,8 +109,9 @@ def make_loader(recipe: Recipe, data_dir: str, train: bool, seed: int,
 def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.device = "cpu",
         train_size: int | None = None, test_size: int | None = None, eval_every: float | None = None,
         log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None,
-        resume: bool = False) -> dict:
-    """Train a fresh ``Net`` with ``recipe``; return seconds, accuracy and the accuracy-vs-time curve.
+        resume: bool = False, return_net: bool = False) -> dict:
+    """Train a fresh ``Net`` with ``recipe``; return seconds, accuracy and the accuracy-vs-time curve
+    (and, with ``return_net``, the trained net under ``"net"``).
 
     Only training is timed: loader set-up and evaluations (every ``eval_every`` epochs, and at the
     end) stop the clock. Loading the in-memory tensors from their cache happens before timing.
@@ -112,6 +124,8 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
         torch.set_num_threads(cpu_threads(recipe.batch_size))
     elif recipe.threads:
         torch.set_num_threads(int(recipe.threads))
+    else:
+        torch.set_num_threads(TORCH_DEFAULT_THREADS)
     try:
         warm_up(recipe, device)
         torch.manual_seed(seed)
@@ -217,26 +231,40 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                 "resumed_from": resumed_from,
                 "test_accuracy": final, "images_per_second": images / seconds if seconds else None,
                 "train_images": images, "curve": curve, "threads": torch.get_num_threads(),
-                "bf16": use_bf16}
+                "bf16": use_bf16, **({"net": net} if return_net else {})}
     finally:
         torch.set_num_threads(old_threads)
 
 
-def loader_throughput(loader, batches: int) -> float:
-    """Images per second for iterating ``batches`` batches of ``loader`` (no training)."""
-    start = time.perf_counter()
-    n = 0
-    for i, (inputs, labels) in enumerate(loader):
-        n += len(labels)
-        if i + 1 >= batches:
-            break
-    return n / (time.perf_counter() - start)
+def loader_throughput(loader, batches: int, threads: int | None = None) -> float:
+    """Images per second for iterating ``batches`` batches of ``loader`` (no training), on
+    ``threads`` torch threads in this process (None: as set now; restored afterwards)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        n = 0
+        for i, (inputs, labels) in enumerate(loader):
+            n += len(labels)
+            if i + 1 >= batches:
+                break
+        return n / (time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(old)
 
 
 def step_throughput(batch_size: int, threads: int, steps: int = 200,
                     device: str | torch.device = "cpu", channels_last: bool = False,
-                    bf16: bool = False, widths: tuple[int, int] = (6, 16)) -> float:
-    """Images per second of ``Net`` training steps on random in-memory batches (data cost excluded)."""
+                    bf16: bool = False, widths: tuple[int, int] = (6, 16),
+                    force_bf16: bool = False, repeats: int = 1) -> float:
+    """Images per second of ``Net`` training steps on random in-memory batches (data cost excluded):
+    the best of ``repeats`` timings of ``steps`` steps each (the best is the least disturbed by
+    other programs on the machine).
+
+    ``bf16`` autocasts only where the device has fast bfloat16 (as the recipes do); ``force_bf16``
+    autocasts anyway, to show what it costs without hardware support.
+    """
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     device = torch.device(device)
@@ -247,9 +275,10 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (batch_size,), device=device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and supports_bf16(device))
-        for i in range(steps + 3):
-            if i == 3:                            # the first steps set up kernels: not timed
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=force_bf16 or (bf16 and supports_bf16(device)))
+        best = float("inf")
+        for i in range(3 + steps * repeats):
+            if i >= 3 and (i - 3) % steps == 0:   # the first 3 steps set up kernels: not timed
                 synchronize(device)               # or the clock would start before they finish
                 start = time.perf_counter()
             opt.zero_grad()
@@ -257,8 +286,10 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
                 loss = nn.functional.cross_entropy(net(x), y)
             loss.backward()
             opt.step()
-        synchronize(device)
-        return steps * batch_size / (time.perf_counter() - start)
+            if i >= 3 and (i - 3) % steps == steps - 1:
+                synchronize(device)
+                best = min(best, time.perf_counter() - start)
+        return steps * batch_size / best
     finally:
         torch.set_num_threads(old)
 

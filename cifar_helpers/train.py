@@ -42,8 +42,11 @@ def progress_bar(iterable: Iterable, total: int | None = None, desc: str | None 
 
 
 def default_print_every(num_batches: int) -> int:
-    """The seed prints every 2000 mini-batches; shorter epochs print about 4 times."""
-    return 2000 if num_batches >= 8000 else max(1, num_batches // 4)
+    """The seed prints every 2000 mini-batches; shorter epochs print about 4 times.
+
+    Notebook 03 writes it as ``min(2000, max(1, len(trainloader) // 4))``.
+    """
+    return min(2000, max(1, num_batches // 4))
 
 
 def rng_state() -> dict:
@@ -66,13 +69,45 @@ def _as_tuple(x):
 
 
 def _loader_state(loader) -> dict:
-    """What fixes the next epoch's order: the epoch (TensorLoader) or the shuffling generator."""
+    """What fixes the next epoch's order: the pass counter (TensorLoader) or the shuffling
+    generator (DataLoader)."""
+    if hasattr(loader, "set_epoch") and isinstance(getattr(loader, "epoch", None), int):
+        return {"epoch": loader.epoch}
     generator = getattr(loader, "generator", None)
     return {"generator": generator.get_state()} if isinstance(generator, torch.Generator) else {}
 
 
-def _resume(path: Path, net: nn.Module, optimizer, scheduler, trainloader, run: dict) -> tuple[int, dict]:
-    """Restore a run from its last checkpoint; return (epochs done, history)."""
+def _set_loader_state(loader, state: dict, epochs_done: int) -> None:
+    if "epoch" in state:
+        loader.set_epoch(state["epoch"])
+    elif "generator" in state:
+        loader.generator.set_state(state["generator"])
+    elif hasattr(loader, "set_epoch"):           # a checkpoint from before the counter was saved
+        loader.set_epoch(epochs_done)
+
+
+def new_history() -> dict:
+    """An empty loss history: every step's loss, and the printed ``(epoch, step, value)`` lines."""
+    return {"step_loss": [], "running_loss": []}
+
+
+def resume_or_start(checkpoint: str | Path | None, net: nn.Module, optimizer, trainloader,
+                    run: dict | None = None, resume: bool = True, *, scheduler=None
+                    ) -> tuple[int, dict]:
+    """``(epochs already done, loss history)`` for a training loop about to start.
+
+    With ``resume`` and a checkpoint file written by :func:`save_training_state`, restore from it
+    the weights, the optimizer (its momentum), the scheduler, every random generator and the
+    loader's position, so that the loop continues exactly where the file ends; refuse a file of
+    another model or of other ``run`` settings. Otherwise (``resume`` False, or no file yet):
+    ``(0, new_history())``.
+    """
+    if not resume or checkpoint is None:
+        return 0, new_history()
+    path = Path(checkpoint)
+    if not path.exists():
+        print(f"no checkpoint at {checkpoint} yet: starting at epoch 1")
+        return 0, new_history()
     state = read_checkpoint(path)
     if state.get("model") != type(net).__name__ or state.get("config") != net.config():
         raise CheckpointError(f"{path} holds a {state.get('model')}{state.get('config')}, not the "
@@ -81,15 +116,47 @@ def _resume(path: Path, net: nn.Module, optimizer, scheduler, trainloader, run: 
     if "optimizer" not in state:
         raise CheckpointError(f"{path} holds only model weights, no training state to resume from; "
                               f"use resume=False (or another checkpoint path).")
-    check_same_run(state, run, path)
+    check_same_run(state, dict(run or {}), path)
     net.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    if "generator" in state.get("loader", {}):
-        trainloader.generator.set_state(state["loader"]["generator"])
-    return state["epoch"], state["history"]
+    _set_loader_state(trainloader, state.get("loader", {}), state["epoch"])
+    print(f"resumed from {checkpoint} after epoch {state['epoch']}")
+    history = state["history"]
+    return state["epoch"], {"step_loss": list(history["step_loss"]),
+                            "running_loss": [tuple(r) for r in history["running_loss"]]}
+
+
+def check_finite(loss: torch.Tensor | float, epoch: int, step: int,
+                 checkpoint: str | Path | None = None) -> None:
+    """Stop training with a clear message when ``loss`` is NaN or infinite.
+
+    ``epoch`` and ``step`` count from 0, as ``range`` and ``enumerate`` do in the loop.
+    """
+    value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
+    if math.isfinite(value):
+        return
+    kept = (f" The last good checkpoint (after epoch {epoch}) is kept at {checkpoint}."
+            if checkpoint is not None and Path(checkpoint).exists() else "")
+    raise NonFiniteLossError(f"loss is {value} at epoch {epoch + 1}, step {step + 1}: training "
+                             f"diverged. Try a lower learning rate (lr).{kept}")
+
+
+def save_training_state(checkpoint: str | Path, net: nn.Module, optimizer, trainloader,
+                        epochs_done: int, history: dict, run: dict | None = None, *,
+                        classes: Sequence[str] | None = None, scheduler=None) -> None:
+    """Write everything :func:`resume_or_start` needs to ``checkpoint``, atomically: weights,
+    model name and config, classes, optimizer and scheduler state, random generators, the
+    loader's position, ``epochs_done``, the loss history and the ``run`` settings."""
+    from .data import CIFAR10_CLASSES
+    save_checkpoint(Path(checkpoint), net, classes or CIFAR10_CLASSES, f"after epoch {epochs_done}",
+                    epoch=epochs_done, run=dict(run or {}), optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict() if scheduler is not None else None,
+                    rng=rng_state(), loader=_loader_state(trainloader),
+                    history={"step_loss": list(history["step_loss"]),
+                             "running_loss": list(history["running_loss"])})
 
 
 def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
@@ -99,28 +166,20 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
           classes: Sequence[str] | None = None, run: dict | None = None) -> dict:
     """Train ``net`` for ``epochs`` epochs, printing the seed's running-loss lines.
 
-    With ``checkpoint``, the whole training state is written atomically after every epoch; with
+    The loop of notebook 03 (its twin; ``tests/test_lesson_03.py`` checks they agree). With
+    ``checkpoint``, the whole training state is written atomically after every epoch; with
     ``resume`` too, training continues exactly where that file ends. ``run`` holds the settings a
     resumed run must share (lr, batch size, seed, ...). Returns ``{"step_loss": [...],
     "running_loss": [(epoch, step, value), ...], "resumed_from": epochs already done}``.
     """
     device = torch.device(device)
-    num_batches = len(trainloader)
-    print_every = print_every or default_print_every(num_batches)
-    run = dict(run or {})
-    history: dict = {"step_loss": [], "running_loss": []}
-    start_epoch = 0
-    path = Path(checkpoint) if checkpoint else None
-    if path is not None and resume and path.exists():
-        start_epoch, history = _resume(path, net, optimizer, scheduler, trainloader, run)
-        print(f"resumed from {path} after epoch {start_epoch}")
-    history["resumed_from"] = start_epoch
+    print_every = print_every or default_print_every(len(trainloader))
+    start_epoch, history = resume_or_start(checkpoint, net, optimizer, trainloader, run, resume,
+                                           scheduler=scheduler)
     net.train()
     for epoch in range(start_epoch, epochs):
-        if hasattr(trainloader, "set_epoch"):
-            trainloader.set_epoch(epoch)          # each epoch's order depends on the epoch alone
         running_loss = 0.0
-        bar = progress_bar(trainloader, num_batches, f"epoch {epoch + 1}/{epochs}", progress)
+        bar = progress_bar(trainloader, len(trainloader), f"epoch {epoch + 1}/{epochs}", progress)
         for i, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             optimizer.zero_grad()
@@ -130,15 +189,10 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            value = loss.item()
-            if not math.isfinite(value):
-                kept = (f" The last good checkpoint (after epoch {epoch}) is kept at {path}."
-                        if path is not None and path.exists() else "")
-                raise NonFiniteLossError(
-                    f"loss is {value} at epoch {epoch + 1}, step {i + 1}: training diverged. "
-                    f"Try a lower learning rate (lr).{kept}")
-            history["step_loss"].append(value)
-            running_loss += value
+
+            check_finite(loss, epoch, i, checkpoint)
+            history["step_loss"].append(loss.item())
+            running_loss += loss.item()
             if i % print_every == print_every - 1:
                 line = f"[{epoch + 1}, {i + 1:5d}] loss: {running_loss / print_every:.3f}"
                 tqdm.write(line) if isinstance(bar, tqdm) else print(line)
@@ -147,8 +201,10 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
             step_delay()
         if isinstance(bar, tqdm):
             bar.close()
-        if path is not None:
-            _save_state(path, net, optimizer, scheduler, trainloader, epoch + 1, history, classes, run)
+        if checkpoint is not None:
+            save_training_state(checkpoint, net, optimizer, trainloader, epoch + 1, history, run,
+                                classes=classes, scheduler=scheduler)
+    history["resumed_from"] = start_epoch
     return history
 
 
@@ -162,16 +218,6 @@ def save_checkpoint(path: Path, net: nn.Module, classes: Sequence[str], when: st
         raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} {when}: "
                                    f"{err.strerror or err}.{previous} Free some space or choose "
                                    f"another checkpoint path, then resume.") from err
-
-
-def _save_state(path: Path, net, optimizer, scheduler, trainloader, epochs_done: int,
-                history: dict, classes, run: dict) -> None:
-    from .data import CIFAR10_CLASSES
-    save_checkpoint(path, net, classes or CIFAR10_CLASSES, f"after epoch {epochs_done}",
-                    epoch=epochs_done, run=run, optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict() if scheduler is not None else None,
-                    rng=rng_state(), loader=_loader_state(trainloader),
-                    history={k: v for k, v in history.items() if k != "resumed_from"})
 
 
 _STEP_DELAY = {"seconds": 0.0}

@@ -9,9 +9,16 @@ import nbformat
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
+def notebook_path(stem: str) -> Path:
+    """``notebooks/<stem>.ipynb``; for a stem without a language (``01_data``), the English
+    notebook ``01_data.en.ipynb`` when the lesson has one (code cells are the same in both)."""
+    english = NOTEBOOKS / f"{stem}.en.ipynb"
+    return english if english.exists() else NOTEBOOKS / f"{stem}.ipynb"
+
+
 def cell_source(stem: str, tag: str) -> str:
-    """The source of the one code cell tagged ``tag`` in ``notebooks/<stem>.ipynb``."""
-    nb = nbformat.read(str(NOTEBOOKS / f"{stem}.ipynb"), as_version=4)
+    """The source of the one code cell tagged ``tag`` in the notebook of ``stem`` (see ``notebook_path``)."""
+    nb = nbformat.read(str(notebook_path(stem)), as_version=4)
     found = [c.source for c in nb.cells
              if c.cell_type == "code" and tag in c.get("metadata", {}).get("tags", [])]
     assert len(found) == 1, f"{stem}: expected one code cell tagged {tag!r}, found {len(found)}"

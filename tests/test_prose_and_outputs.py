@@ -131,14 +131,26 @@ def test_stored_outputs_are_clean(path):
     assert not problems, f"{path.name}: " + "; ".join(problems)
 
 
+#: Per language: the exercises heading, the hint and solution labels, the stored run's sentence.
+LABELS = {
+    "en": ("## Exercises", "Hint", "Solution", r"stored outputs.{0,80}CPU|CPU.{0,80}stored outputs"),
+    "zh": ("## 练习", "提示", "答案", r"(保存|存储).{0,30}输出.{0,60}CPU|输出.{0,30}(来自|CPU)"),
+}
+
+
+def lang_of(path: Path) -> str:
+    return "en" if path.name.endswith(".en.ipynb") else "zh"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_every_exercise_has_a_hint_and_a_solution(path):
-    cells = [c.source for c in read(path).cells if c.cell_type == "markdown" and "## 练习" in c.source]
-    assert len(cells) == 1, f"{path.name}: one '## 练习' cell expected"
-    text = cells[0].split("## 练习", 1)[1]
+    heading, hint, solution, _ = LABELS[lang_of(path)]
+    cells = [c.source for c in read(path).cells if c.cell_type == "markdown" and heading in c.source]
+    assert len(cells) == 1, f"{path.name}: one {heading!r} cell expected"
+    text = cells[0].split(heading, 1)[1]
     exercises = re.findall(r"^\d+\.\s", text, re.M)
-    hints = re.findall(r"<details>\s*<summary>提示</summary>", text)
-    solutions = re.findall(r"<details>\s*<summary>答案</summary>", text)
+    hints = re.findall(rf"<details>\s*<summary>{hint}</summary>", text)
+    solutions = re.findall(rf"<details>\s*<summary>{solution}</summary>", text)
     assert exercises, f"{path.name}: no numbered exercises"
     assert len(hints) == len(solutions) == len(exercises), (
         f"{path.name}: {len(exercises)} exercises, {len(hints)} hints, {len(solutions)} solutions")
@@ -148,5 +160,5 @@ def test_every_exercise_has_a_hint_and_a_solution(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_the_stored_run_names_its_machine(path):
     prose = " ".join(c.source for c in read(path).cells if c.cell_type == "markdown")
-    assert re.search(r"CPU", prose) and re.search(r"(保存|存储).{0,30}输出|输出.{0,30}(来自|CPU)", prose), (
+    assert re.search(LABELS[lang_of(path)][3], prose, re.S), (
         f"{path.name}: say once where the stored outputs were run (a CPU run, the JPEG copy)")

@@ -1,13 +1,17 @@
-"""Build ``notebooks/NN_name.ipynb`` from ``notebooks/src/NN_name.md`` (no outputs).
+"""Build the English and the Chinese notebook of every lesson from its one source.
 
-Source format: Markdown; each ```` ```python [tag ...] ```` fence is one code cell with those
-tags; a line ``+++`` splits Markdown into cells. A navigation line is added at the top and
-bottom of every notebook; cell ids follow the cells' positions, so a rebuild keeps them.
-Outputs come from ``python -m cifar_helpers.run_all --inplace``.
+``notebooks/src/NN_name.md`` -> ``notebooks/NN_name.en.ipynb`` and ``notebooks/NN_name.zh.ipynb``.
 
-    python tools/build_notebooks.py            # rebuild the notebooks whose source changed
-                                               # (text-only changes keep the stored outputs)
-    python tools/build_notebooks.py --check    # exit 1 if a notebook's cells differ from its source
+Source format: Markdown. Each ```` ```python [tag ...] ```` fence at the start of a line is one
+code cell with those tags, shared by both languages; a line ``+++`` splits Markdown into cells.
+Every Markdown cell holds both languages, each after its own marker line, ``<!-- en -->`` and
+``<!-- zh -->``. A navigation line is added at the top and bottom; cell ids follow positions.
+
+Outputs are executed once, in English (``python -m cifar_helpers.run_all --inplace``), and the
+Chinese notebook carries the same outputs: the build copies them.
+
+    python tools/build_notebooks.py            # rebuild what changed (text-only changes keep outputs)
+    python tools/build_notebooks.py --check    # exit 1 if a notebook differs from its source
 """
 
 from __future__ import annotations
@@ -21,7 +25,22 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "src", ROOT / "notebooks"
+LANGS = ("en", "zh")
+EXECUTED = "en"          # the language whose run produces the outputs of both
 FENCE = re.compile(r"^```python(?P<tags>(\s+[\w-]+)*)\s*$")
+MARKER = re.compile(r"^<!-- (en|zh) -->\s*$")
+CONTENTS = {"en": "[Contents](../README.md#notebooks)",
+            "zh": "[目录](../README.md#中文说明)",
+            "mono": "[目录 / Contents](../README.md#notebooks)"}
+
+
+def file_name(name: str, lang: str) -> str:
+    """``NN_name.en.ipynb``; ``NN_name.ipynb`` for a one-language source (lang "mono")."""
+    return f"{name}.ipynb" if lang == "mono" else f"{name}.{lang}.ipynb"
+
+
+def target(name: str, lang: str) -> Path:
+    return OUT / file_name(name, lang)
 
 
 def title_of(md: str) -> str:
@@ -29,24 +48,61 @@ def title_of(md: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def nav_line(names: list[str], i: int, titles: dict[str, str]) -> str:
-    prev = f"[← {names[i - 1][:2]} {titles[names[i - 1]]}]({names[i - 1]}.ipynb)" if i else "←"
-    nxt = (f"[{names[i + 1][:2]} {titles[names[i + 1]]} →]({names[i + 1]}.ipynb)"
-           if i + 1 < len(names) else "→")
-    return f"{prev} · [目录 / Contents](../README.md#notebooks) · {nxt}"
+def nav_line(names: list[str], i: int, titles: dict[str, str], lang: str,
+             langs_of: dict[str, tuple[str, ...]]) -> str:
+    def link(j: int, text: str) -> str:
+        other = lang if lang in langs_of[names[j]] else langs_of[names[j]][0]
+        return f"[{text}]({file_name(names[j], other)})"
+    prev = link(i - 1, f"← {names[i - 1][:2]} {titles[names[i - 1]]}") if i else "←"
+    nxt = link(i + 1, f"{names[i + 1][:2]} {titles[names[i + 1]]} →") if i + 1 < len(names) else "→"
+    return f"{prev} · {CONTENTS[lang]} · {nxt}"
 
 
-def parse(text: str) -> list[nbformat.NotebookNode]:
-    """Cells of one source file."""
-    cells, md, code, tags = [], [], None, []
+def split_languages(body: str, where: str) -> dict[str, str]:
+    """One Markdown cell's text per language."""
+    parts: dict[str, list[str]] = {}
+    current = None
+    for line in body.splitlines():
+        m = MARKER.match(line)
+        if m:
+            current = m.group(1)
+            if current in parts:
+                raise ValueError(f"{where}: <!-- {current} --> twice in one Markdown cell")
+            parts[current] = []
+        elif current is None:
+            if line.strip():
+                raise ValueError(f"{where}: text before the first <!-- en --> / <!-- zh --> marker: "
+                                 f"{line.strip()[:60]!r}")
+        else:
+            parts[current].append(line)
+    missing = [lang for lang in LANGS if lang not in parts or not "".join(parts[lang]).strip()]
+    if missing:
+        raise ValueError(f"{where}: a Markdown cell without its {'/'.join(missing)} text")
+    return {lang: "\n".join(lines).strip("\n") for lang, lines in parts.items()}
+
+
+def languages(text: str) -> tuple[str, ...]:
+    """The notebooks a source makes: both languages, or ("mono",) for a source without markers."""
+    return LANGS if any(MARKER.match(line) for line in text.splitlines()) else ("mono",)
+
+
+def parse(text: str, name: str = "source") -> list[dict]:
+    """Cells of one source: ``{"type": "code", "source", "tags"}`` or ``{"type": "markdown", "en", "zh"}``."""
+    mono = languages(text) == ("mono",)
+    cells: list[dict] = []
+    md: list[str] = []
+    code: list[str] | None = None
+    tags: list[str] = []
+    lineno = 0
 
     def flush_md():
-        body = "\n".join(md).strip("\n")
+        body = "\n".join(md)
         if body.strip():
-            cells.append(nbformat.v4.new_markdown_cell(body))
+            texts = {"mono": body.strip("\n")} if mono else split_languages(body, f"{name}, line {lineno}")
+            cells.append({"type": "markdown", **texts})
         md.clear()
 
-    for line in text.splitlines():
+    for lineno, line in enumerate(text.splitlines(), 1):
         if code is None:
             m = FENCE.match(line)
             if m:
@@ -57,29 +113,33 @@ def parse(text: str) -> list[nbformat.NotebookNode]:
             else:
                 md.append(line)
         elif line.strip() == "```":
-            cell = nbformat.v4.new_code_cell("\n".join(code).strip("\n"))
-            if tags:
-                cell.metadata["tags"] = tags
-            cells.append(cell)
+            cells.append({"type": "code", "source": "\n".join(code).strip("\n"), "tags": tags})
             code = None
         else:
             code.append(line)
     if code is not None:
-        raise ValueError("unclosed ```python fence")
+        raise ValueError(f"{name}: unclosed ```python fence")
     flush_md()
     return cells
 
 
-def build(name: str, names: list[str], titles: dict[str, str]) -> nbformat.NotebookNode:
-    i = names.index(name)
-    nav = nav_line(names, i, titles)
-    cells = parse((SRC / f"{name}.md").read_text(encoding="utf-8"))
-    cells.insert(0, nbformat.v4.new_markdown_cell(nav))
-    cells.append(nbformat.v4.new_markdown_cell(nav))
-    for j, cell in enumerate(cells):   # by position, not random: a rebuild leaves ids alone
+def build(name: str, lang: str, cells: list[dict], names: list[str],
+          titles: dict[str, dict[str, str]], langs_of: dict[str, tuple[str, ...]]) -> nbformat.NotebookNode:
+    nav = nav_line(names, names.index(name), titles[lang], lang, langs_of)
+    nb_cells = [nbformat.v4.new_markdown_cell(nav)]
+    for cell in cells:
+        if cell["type"] == "code":
+            new = nbformat.v4.new_code_cell(cell["source"])
+            new.metadata["tags"] = list(cell["tags"])
+        else:
+            new = nbformat.v4.new_markdown_cell(cell[lang])
+            new.metadata["tags"] = []
+        nb_cells.append(new)
+    nb_cells.append(nbformat.v4.new_markdown_cell(nav))
+    nb_cells[0].metadata["tags"] = nb_cells[-1].metadata["tags"] = []
+    for j, cell in enumerate(nb_cells):   # by position, not random: a rebuild leaves ids alone
         cell.id = f"nb{name[:2]}-{j:03d}"
-        cell.metadata.setdefault("tags", [])   # as papermill writes them: no churn between the two
-    nb = nbformat.v4.new_notebook(cells=cells)
+    nb = nbformat.v4.new_notebook(cells=nb_cells)
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
     return nb
@@ -98,36 +158,61 @@ def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...
     return [sig[1:] for sig in signature(nb) if sig[1] == "code"]
 
 
-def main() -> int:
+def outputs(nb: nbformat.NotebookNode) -> list[tuple]:
+    """What execution left in each code cell: outputs, execution count, metadata."""
+    return [(c.outputs, c.execution_count, c.metadata) for c in nb.cells if c.cell_type == "code"]
+
+
+def take_outputs(nb: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> None:
+    """Give ``nb`` the outputs of ``executed``, whose code cells are the same."""
+    done = iter(c for c in executed.cells if c.cell_type == "code")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            old = next(done)
+            cell.outputs, cell.execution_count = old.outputs, old.execution_count
+            cell.metadata = {**old.metadata, "tags": cell.metadata["tags"]}
+    nb.metadata = executed.metadata
+
+
+def read(path: Path) -> nbformat.NotebookNode | None:
+    return nbformat.read(str(path), as_version=4) if path.exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = sorted(p.stem for p in SRC.glob("[0-9][0-9]_*.md"))
-    titles = {n: title_of((SRC / f"{n}.md").read_text(encoding="utf-8")).split("·")[0].strip()
-              for n in names}
+    texts = {n: (SRC / f"{n}.md").read_text(encoding="utf-8") for n in names}
+    langs_of = {n: languages(texts[n]) for n in names}
+    sources = {n: parse(texts[n], f"{n}.md") for n in names}
+    def title(n: str, lang: str) -> str:   # a one-language title reads "中文 · English"
+        key = lang if lang in langs_of[n] else ("zh" if lang == "mono" else "mono")
+        text = title_of(next(c[key] for c in sources[n] if c["type"] == "markdown"))
+        return text.split("·")[-1 if lang == "en" and langs_of[n] == ("mono",) else 0].strip()
+    titles = {lang: {n: title(n, lang) for n in names} for lang in (*LANGS, "mono")}
     stale = []
     for name in names:
-        nb = build(name, names, titles)
-        target = OUT / f"{name}.ipynb"
-        current = nbformat.read(str(target), as_version=4) if target.exists() else None
-        if args.check:
-            if current is None or signature(current) != signature(nb):
-                stale.append(target.name)
-        elif current is not None and signature(current) == signature(nb):
-            continue                  # unchanged: keep its stored outputs
-        else:
-            note = "no outputs: regenerate with run_all --inplace"
-            if current is not None and code_cells(current) == code_cells(nb):
-                executed = iter(c for c in current.cells if c.cell_type == "code")
-                for cell in nb.cells:     # only the text changed: keep the stored outputs
-                    if cell.cell_type == "code":
-                        old = next(executed)
-                        cell.outputs, cell.execution_count = old.outputs, old.execution_count
-                        cell.metadata = {**old.metadata, "tags": cell.metadata["tags"]}
-                nb.metadata, note = current.metadata, "text only; code unchanged, stored outputs kept"
+        langs = langs_of[name]
+        built = {lang: build(name, lang, sources[name], names, titles, langs_of) for lang in langs}
+        current = {lang: read(target(name, lang)) for lang in langs}
+        executed = current[EXECUTED if EXECUTED in langs else langs[0]]
+        for lang in langs:
+            nb, old, path = built[lang], current[lang], target(name, lang)
+            if executed is not None and code_cells(executed) == code_cells(nb):
+                take_outputs(nb, executed)             # the code is unchanged: keep its outputs
+            if args.check:
+                if old is None or signature(old) != signature(nb) or outputs(old) != outputs(nb):
+                    stale.append(path.name)
+                continue
+            if old is not None and signature(old) == signature(nb) and outputs(old) == outputs(nb):
+                continue
             nbformat.validate(nb)
-            nbformat.write(nb, str(target))
-            print(f"wrote {target.relative_to(ROOT)} ({note})")
+            nbformat.write(nb, str(path))
+            note = ("outputs kept" if nb.cells and any(c.get("outputs") for c in nb.cells
+                                                       if c.cell_type == "code")
+                    else "no outputs: run python -m cifar_helpers.run_all --inplace")
+            print(f"wrote {path.relative_to(ROOT)} ({note})")
     if stale:
         print("out of date with notebooks/src (run python tools/build_notebooks.py): "
               + ", ".join(stale), file=sys.stderr)
