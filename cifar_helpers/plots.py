@@ -79,7 +79,7 @@ def accuracy_vs_time(curves: dict[str, tuple[Sequence[float], Sequence[float]]])
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for name, (seconds, acc) in curves.items():
         ax.plot(seconds, np.asarray(acc) * 100, marker="o", label=name)
-    ax.set(xlabel="training seconds", ylabel="test accuracy (%)", xscale="log")
+    ax.set(xlabel="training seconds", ylabel="test accuracy (%)", xscale="log", ylim=(0, 100))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
