@@ -48,8 +48,8 @@ def loss_curve(step_loss: Sequence[float], steps_per_epoch: int, window: int = 5
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     x = (np.arange(len(smooth)) + window) / steps_per_epoch
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(np.arange(1, len(loss) + 1) / steps_per_epoch, loss, alpha=0.15, lw=0.5, label="per step")
-    ax.plot(x, smooth, lw=2, label=f"mean of {window} steps")
+    ax.plot(np.arange(1, len(loss) + 1) / steps_per_epoch, loss, alpha=0.15, lw=0.5, label="step")
+    ax.plot(x, smooth, lw=2, label=f"mean ({window} steps)")
     ax.set(xlabel="epoch", ylabel="cross-entropy loss", title="training loss")
     ax.legend()
     fig.tight_layout()

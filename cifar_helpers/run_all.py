@@ -23,10 +23,10 @@ from typing import Any, Iterator, Sequence
 from .params import make_params
 
 METRICS_TAG = "metrics"              # cell whose application/json output holds the results
-PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint")
+PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint", "image_paths")  # image_paths: a list
 PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # read by cifar_helpers.train.progress_bar
 LANGS = ("en", "zh")
-NOTEBOOK_RE = re.compile(r"^(?P<lesson>\d\d_[A-Za-z0-9_]+)(?:\.(?P<lang>en|zh))?\.ipynb$")
+NOTEBOOK_RE = re.compile(r"^(?P<lesson>\d\d_[A-Za-z0-9_]+)\.(?P<lang>en|zh)\.ipynb$")
 
 
 def notebooks_dir() -> Path:
@@ -48,12 +48,11 @@ def list_notebooks(folder: Path, only: Sequence[str] = (), lang: str = "en") -> 
     if lang not in LANGS:
         raise ValueError(f"lang={lang!r}: the notebooks exist in {', '.join(LANGS)}")
     lessons = sorted({lesson_of(p) for p in folder.glob("*.ipynb") if NOTEBOOK_RE.match(p.name)})
-    found = [folder / f"{n}.{lang}.ipynb" if (folder / f"{n}.{lang}.ipynb").exists()
-             else folder / f"{n}.ipynb" for n in lessons]
+    found = [folder / f"{n}.{lang}.ipynb" for n in lessons]
     if only:
         found = [p for p in found if p.name[:2] in only]
     if not found:
-        raise SystemExit(f"run_all: no numbered notebooks (NN_name.ipynb) in {folder.resolve()}"
+        raise SystemExit(f"run_all: no numbered notebooks (NN_name.{lang}.ipynb) in {folder.resolve()}"
                          + (f" matching --only {','.join(only)}" if only else ""))
     return found
 
@@ -76,6 +75,14 @@ def publish_metrics(metrics: dict) -> None:
     """Show ``metrics`` in a notebook as JSON, where :func:`read_metrics` finds it."""
     from IPython.display import display
     display({"application/json": metrics}, raw=True)
+
+
+def absolute(value: Any) -> Any:
+    """A path parameter (or a list of them) made absolute against the current folder: the
+    kernels run in notebooks/, where a relative path would mean something else."""
+    if isinstance(value, (list, tuple)):
+        return [str(Path(v).expanduser().resolve()) for v in value]
+    return str(Path(value).expanduser().resolve())
 
 
 def read_metrics(nb: dict) -> dict:
@@ -109,8 +116,7 @@ def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
         raise SystemExit(f"run_all: unknown parameter(s) {unknown}: no notebook declares them. "
                          f"Declared: {sorted(everywhere)}")
     make_params(**{k: v for k, v in parameters.items() if k in _schema_names()})  # fail early
-    parameters = {k: (str(Path(v).resolve()) if k in PATH_PARAMS else v)
-                  for k, v in parameters.items()}
+    parameters = {k: (absolute(v) if k in PATH_PARAMS else v) for k, v in parameters.items()}
     if os.environ.get("CIFAR10_DATA_DIR"):  # the kernels run in notebooks/: make it absolute
         os.environ["CIFAR10_DATA_DIR"] = str(Path(os.environ["CIFAR10_DATA_DIR"]).resolve())
     out.mkdir(parents=True, exist_ok=True)
@@ -159,6 +165,8 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     if target.exists():
         nb = nbformat.read(str(target), as_version=4)
         if inplace:
+            if status == "ok":   # what the site shows as the page's hardware and run time
+                nb.metadata["tutorial"] = {"run_seconds": seconds, "hardware": hardware()}
             nbformat.write(strip_volatile(nb), str(target))
             for twin in twins_of(path):
                 copy_outputs(nb, twin)
@@ -176,10 +184,25 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     return failed
 
 
+def hardware() -> str:
+    """This machine in a few words, e.g. ``2-core CPU (AMD EPYC 7B13), torch 2.14.1``."""
+    import platform
+    import torch
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    where = f"{os.cpu_count()}-core CPU ({cpu})"
+    if torch.cuda.is_available():
+        where = f"{torch.cuda.get_device_name(0)}, {where}"
+    return f"{where}, torch {torch.__version__.split('+')[0]}"
+
+
 def twins_of(path: Path) -> list[Path]:
     """The same lesson's notebooks in the other languages."""
     m = NOTEBOOK_RE.match(path.name)
-    if not m or m.group("lang") is None:
+    if not m:
         return []
     return [path.with_name(f"{m.group('lesson')}.{lang}.ipynb") for lang in LANGS if lang != m.group("lang")]
 
@@ -194,10 +217,19 @@ def copy_outputs(executed, twin_path: Path) -> None:
             [(c.source, c.metadata.get("tags")) for c in twin_code]:
         raise ValueError(f"{twin_path.name} has other code than the notebook just run: "
                          f"rebuild both from notebooks/src (python tools/build_notebooks.py)")
-    for mine, done in zip(twin_code, code):
-        mine.outputs, mine.execution_count, mine.metadata = done.outputs, done.execution_count, done.metadata
-    twin.metadata = executed.metadata
+    take_outputs(twin, executed)
     nbformat.write(twin, str(twin_path))
+
+
+def take_outputs(nb, executed) -> None:
+    """Give ``nb`` the outputs, execution counts and metadata of ``executed``, whose code cells are the same."""
+    done = iter(c for c in executed.cells if c.cell_type == "code")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            old = next(done)
+            cell.outputs, cell.execution_count = old.outputs, old.execution_count
+            cell.metadata = {**old.metadata, "tags": cell.metadata.get("tags", [])}
+    nb.metadata = executed.metadata
 
 
 @contextlib.contextmanager

@@ -10,10 +10,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
 def notebook_path(stem: str) -> Path:
-    """``notebooks/<stem>.ipynb``; for a stem without a language (``01_data``), the English
-    notebook ``01_data.en.ipynb`` when the lesson has one (code cells are the same in both)."""
-    english = NOTEBOOKS / f"{stem}.en.ipynb"
-    return english if english.exists() else NOTEBOOKS / f"{stem}.ipynb"
+    """The English notebook of a lesson (``01_data`` -> ``01_data.en.ipynb``); the Chinese one has the same code."""
+    return NOTEBOOKS / f"{stem}.en.ipynb"
 
 
 def cell_source(stem: str, tag: str) -> str:

@@ -84,7 +84,7 @@ def test_notebook_loop_equals_package_train(tiny_folder, tmp_path, capsys, fast)
     lines = [line for line in notebook_out.splitlines() if line.startswith("[")]
     assert lines == package_out.splitlines() and len(lines) == 8
     assert lines[0] == f"[1,     5] loss: {sum(history['step_loss'][:5]) / 5:.3f}"
-    assert notebook_out.splitlines()[-1].startswith("Finished Training in ")
+    assert notebook_out.splitlines()[-1].startswith("Finished Training: ")
     # both write the same checkpoint format, which the other can resume from
     for k, v in torch.load(tmp_path / "pkg.pth", weights_only=True)["state_dict"].items():
         assert torch.equal(torch.load(tmp_path / "nb.pth", weights_only=True)["state_dict"][k], v)

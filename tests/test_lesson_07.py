@@ -50,7 +50,7 @@ def torchrun(nproc: int, script: Path, data_dir: Path, save: Path, cwd: Path) ->
 
 
 def first_images(out: str) -> list[str]:
-    return re.findall(r"rank 0 starts with images (\[[^\]]*\])", out)
+    return re.findall(r"rank 0 first images (\[[^\]]*\])", out)
 
 
 def test_the_script_has_the_ddp_core():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,41 +43,62 @@ def test_notebooks_match_their_sources():
     assert done.returncode == 0, done.stderr
 
 
-def test_build_keeps_stored_outputs_when_only_the_text_changes(tmp_path, monkeypatch):
+def load_build(tmp_path, monkeypatch):
+    """tools/build_notebooks.py as a module, writing into ``tmp_path`` (sources in ``tmp_path/src``)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
-    src, out = tmp_path / "src", tmp_path
-    src.mkdir()
-    monkeypatch.setattr(build, "SRC", src)
-    monkeypatch.setattr(build, "OUT", out)
+    (tmp_path / "src").mkdir()
+    monkeypatch.setattr(build, "SRC", tmp_path / "src")
+    monkeypatch.setattr(build, "OUT", tmp_path)
     monkeypatch.setattr(build, "ROOT", tmp_path)
     monkeypatch.setattr(sys, "argv", ["build_notebooks.py"])
-    page = "# T · t\n\n{text}\n\n```python\n{code}\n```\n"
-    (src / "01_t.md").write_text(page.format(text="old words", code="print(1)"), encoding="utf-8")
+    return build
+
+
+PAGE = "<!-- en -->\n# T\n\n{text}\n\n<!-- zh -->\n# 题\n\n中文\n\n```python\n{code}\n```\n"
+
+
+def test_build_keeps_stored_outputs_when_only_the_text_changes(tmp_path, monkeypatch):
+    build = load_build(tmp_path, monkeypatch)
+    src, out = tmp_path / "src" / "01_t.md", tmp_path
+    src.write_text(PAGE.format(text="old words", code="print(1)"), encoding="utf-8")
     assert build.main() == 0
-    nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
+    assert sorted(p.name for p in out.glob("*.ipynb")) == ["01_t.en.ipynb", "01_t.zh.ipynb"]
+    nb = nbformat.read(str(out / "01_t.en.ipynb"), as_version=4)
     ids = [c.id for c in nb.cells]
     code_cells(nb)[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
-    nbformat.write(nb, str(out / "01_t.ipynb"))
-    (src / "01_t.md").write_text(page.format(text="new words", code="print(1)"), encoding="utf-8")
+    nbformat.write(nb, str(out / "01_t.en.ipynb"))
+    src.write_text(PAGE.format(text="new words", code="print(1)"), encoding="utf-8")
     assert build.main() == 0
-    nb = nbformat.read(str(out / "01_t.ipynb"), as_version=4)
-    assert "new words" in nb.cells[1].source and code_cells(nb)[0].outputs[0].text == "1\n"
-    assert [c.id for c in nb.cells] == ids          # cell ids stay: a text edit is a small diff
-    (src / "01_t.md").write_text(page.format(text="new words", code="print(2)"), encoding="utf-8")
+    en, zh = (nbformat.read(str(out / f"01_t.{lang}.ipynb"), as_version=4) for lang in ("en", "zh"))
+    assert "new words" in en.cells[1].source and code_cells(en)[0].outputs[0].text == "1\n"
+    assert "中文" in zh.cells[1].source and code_cells(zh)[0].outputs == code_cells(en)[0].outputs
+    assert [c.id for c in en.cells] == ids          # cell ids stay: a text edit is a small diff
+    src.write_text(PAGE.format(text="new words", code="print(2)"), encoding="utf-8")
     assert build.main() == 0
-    assert code_cells(nbformat.read(str(out / "01_t.ipynb"), as_version=4))[0].outputs == []
+    assert code_cells(nbformat.read(str(out / "01_t.zh.ipynb"), as_version=4))[0].outputs == []
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("# T\n\nwords\n", "text before the first"),
+    ("<!-- en -->\n# T\n", "without its zh text"),
+    ("<!-- en -->\n# T\n<!-- zh -->\n# 题\n<!-- en -->\nagain\n", "<!-- en --> twice"),
+])
+def test_build_refuses_a_markdown_cell_without_both_languages(tmp_path, monkeypatch, text, problem):
+    build = load_build(tmp_path, monkeypatch)
+    (tmp_path / "src" / "01_t.md").write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=problem):
+        build.main()
 
 
 #: Per language: the navigation's contents link, the hardware label, the closing sections.
 TEMPLATE = {"en": ("[Contents]", "**Hardware:**", "## Summary", "## Exercises"),
-            "zh": ("[目录]", "**硬件：**", "## 小结", "## 练习"),
-            None: ("目录 / Contents", "**硬件：**", "## 小结", "## 练习")}
+            "zh": ("[目录]", "**硬件：**", "## 小结", "## 练习")}
 
 
-def lang_of(path: Path) -> str | None:
+def lang_of(path: Path) -> str:
     return run_all.NOTEBOOK_RE.match(path.name).group("lang")
 
 
@@ -151,7 +173,7 @@ def test_run_all_reports_a_failing_notebook(tmp_path, capsys):
     assert summary["notebooks"]["01_data"]["status"] == "failed"
     assert summary["notebooks"]["02_network"]["status"] == "not run"
     err = capsys.readouterr().err
-    assert re.search(r"01_data(\.en)?\.ipynb failed: DataError: CIFAR-10 not found", err)
+    assert re.search(r"01_data\.en\.ipynb failed: DataError: CIFAR-10 not found", err)
 
 
 def test_run_all_refuses_bad_parameters_before_running(tmp_path, capsys):
@@ -176,3 +198,35 @@ def test_run_all_turns_progress_bars_off_in_its_kernels_only(monkeypatch):
         assert progress_bar(items) is items                      # a stored run: none
     assert PROGRESS_ENV not in os.environ                        # and the setting is undone
     assert run_all.PROGRESS_ENV == PROGRESS_ENV
+
+
+def test_either_language_gives_the_same_summary(tiny_folder, tmp_path):
+    runs = {lang: run_all.run(tmp_path / lang, {"data_dir": str(tiny_folder)}, only=["01", "02"],
+                              lang=lang, log=lambda *_: None) for lang in ("en", "zh")}
+    for summary in runs.values():
+        assert summary["status"] == "ok"
+        for entry in summary["notebooks"].values():
+            entry.pop("seconds")
+        summary["parameters"] = {k: v for k, v in summary["parameters"].items() if "checkpoint" not in k}
+    assert runs["en"] == runs["zh"] and list(runs["en"]["notebooks"]) == ["01_data", "02_network"]
+    assert sorted(p.name for p in (tmp_path / "zh").glob("*.ipynb")) == ["01_data.zh.ipynb", "02_network.zh.ipynb"]
+
+
+def test_inplace_run_writes_both_languages_and_records_its_run(tiny_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DATA_DIR", str(tiny_folder))      # an in-place run takes no -p
+    for lang in ("en", "zh"):
+        shutil.copy(ROOT / "notebooks" / f"02_network.{lang}.ipynb", tmp_path)
+    blank = nbformat.read(str(tmp_path / "02_network.zh.ipynb"), as_version=4)
+    for cell in code_cells(blank):
+        cell.outputs = []
+    nbformat.write(blank, str(tmp_path / "02_network.zh.ipynb"))
+    summary = run_all.run(tmp_path / "run", {}, inplace=True,
+                          folder=tmp_path, log=lambda *_: None)
+    assert summary["status"] == "ok"
+    en, zh = (nbformat.read(str(tmp_path / f"02_network.{lang}.ipynb"), as_version=4) for lang in ("en", "zh"))
+    assert [c.outputs for c in code_cells(en)] == [c.outputs for c in code_cells(zh)]
+    assert any(c.outputs for c in code_cells(zh))
+    assert [c.source for c in zh.cells] != [c.source for c in en.cells]   # the prose stays each one's
+    for nb in (en, zh):
+        run = nb.metadata["tutorial"]
+        assert run["run_seconds"] > 0 and "CPU" in run["hardware"] and "torch" in run["hardware"]

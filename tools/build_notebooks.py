@@ -23,6 +23,9 @@ from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from cifar_helpers.run_all import take_outputs  # noqa: E402  (one copy of the rule, shared with run_all)
+
 ROOT = Path(__file__).resolve().parent.parent
 SRC, OUT = ROOT / "notebooks" / "src", ROOT / "notebooks"
 LANGS = ("en", "zh")
@@ -30,13 +33,12 @@ EXECUTED = "en"          # the language whose run produces the outputs of both
 FENCE = re.compile(r"^```python(?P<tags>(\s+[\w-]+)*)\s*$")
 MARKER = re.compile(r"^<!-- (en|zh) -->\s*$")
 CONTENTS = {"en": "[Contents](../README.md#notebooks)",
-            "zh": "[目录](../README.md#中文说明)",
-            "mono": "[目录 / Contents](../README.md#notebooks)"}
+            "zh": "[目录](../README.md#中文说明)"}
 
 
 def file_name(name: str, lang: str) -> str:
-    """``NN_name.en.ipynb``; ``NN_name.ipynb`` for a one-language source (lang "mono")."""
-    return f"{name}.ipynb" if lang == "mono" else f"{name}.{lang}.ipynb"
+    """``NN_name.en.ipynb`` or ``NN_name.zh.ipynb``."""
+    return f"{name}.{lang}.ipynb"
 
 
 def target(name: str, lang: str) -> Path:
@@ -48,11 +50,9 @@ def title_of(md: str) -> str:
     return m.group(1).strip() if m else ""
 
 
-def nav_line(names: list[str], i: int, titles: dict[str, str], lang: str,
-             langs_of: dict[str, tuple[str, ...]]) -> str:
+def nav_line(names: list[str], i: int, titles: dict[str, str], lang: str) -> str:
     def link(j: int, text: str) -> str:
-        other = lang if lang in langs_of[names[j]] else langs_of[names[j]][0]
-        return f"[{text}]({file_name(names[j], other)})"
+        return f"[{text}]({file_name(names[j], lang)})"
     prev = link(i - 1, f"← {names[i - 1][:2]} {titles[names[i - 1]]}") if i else "←"
     nxt = link(i + 1, f"{names[i + 1][:2]} {titles[names[i + 1]]} →") if i + 1 < len(names) else "→"
     return f"{prev} · {CONTENTS[lang]} · {nxt}"
@@ -81,14 +81,8 @@ def split_languages(body: str, where: str) -> dict[str, str]:
     return {lang: "\n".join(lines).strip("\n") for lang, lines in parts.items()}
 
 
-def languages(text: str) -> tuple[str, ...]:
-    """The notebooks a source makes: both languages, or ("mono",) for a source without markers."""
-    return LANGS if any(MARKER.match(line) for line in text.splitlines()) else ("mono",)
-
-
 def parse(text: str, name: str = "source") -> list[dict]:
     """Cells of one source: ``{"type": "code", "source", "tags"}`` or ``{"type": "markdown", "en", "zh"}``."""
-    mono = languages(text) == ("mono",)
     cells: list[dict] = []
     md: list[str] = []
     code: list[str] | None = None
@@ -98,8 +92,7 @@ def parse(text: str, name: str = "source") -> list[dict]:
     def flush_md():
         body = "\n".join(md)
         if body.strip():
-            texts = {"mono": body.strip("\n")} if mono else split_languages(body, f"{name}, line {lineno}")
-            cells.append({"type": "markdown", **texts})
+            cells.append({"type": "markdown", **split_languages(body, f"{name}, line {lineno}")})
         md.clear()
 
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -124,8 +117,8 @@ def parse(text: str, name: str = "source") -> list[dict]:
 
 
 def build(name: str, lang: str, cells: list[dict], names: list[str],
-          titles: dict[str, dict[str, str]], langs_of: dict[str, tuple[str, ...]]) -> nbformat.NotebookNode:
-    nav = nav_line(names, names.index(name), titles[lang], lang, langs_of)
+          titles: dict[str, dict[str, str]]) -> nbformat.NotebookNode:
+    nav = nav_line(names, names.index(name), titles[lang], lang)
     nb_cells = [nbformat.v4.new_markdown_cell(nav)]
     for cell in cells:
         if cell["type"] == "code":
@@ -136,7 +129,7 @@ def build(name: str, lang: str, cells: list[dict], names: list[str],
             new.metadata["tags"] = []
         nb_cells.append(new)
     nb_cells.append(nbformat.v4.new_markdown_cell(nav))
-    nb_cells[0].metadata["tags"] = nb_cells[-1].metadata["tags"] = []
+    nb_cells[0].metadata["tags"] = nb_cells[-1].metadata["tags"] = ["nav"]   # the site drops them
     for j, cell in enumerate(nb_cells):   # by position, not random: a rebuild leaves ids alone
         cell.id = f"nb{name[:2]}-{j:03d}"
     nb = nbformat.v4.new_notebook(cells=nb_cells)
@@ -163,17 +156,6 @@ def outputs(nb: nbformat.NotebookNode) -> list[tuple]:
     return [(c.outputs, c.execution_count, c.metadata) for c in nb.cells if c.cell_type == "code"]
 
 
-def take_outputs(nb: nbformat.NotebookNode, executed: nbformat.NotebookNode) -> None:
-    """Give ``nb`` the outputs of ``executed``, whose code cells are the same."""
-    done = iter(c for c in executed.cells if c.cell_type == "code")
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            old = next(done)
-            cell.outputs, cell.execution_count = old.outputs, old.execution_count
-            cell.metadata = {**old.metadata, "tags": cell.metadata["tags"]}
-    nb.metadata = executed.metadata
-
-
 def read(path: Path) -> nbformat.NotebookNode | None:
     return nbformat.read(str(path), as_version=4) if path.exists() else None
 
@@ -184,20 +166,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = sorted(p.stem for p in SRC.glob("[0-9][0-9]_*.md"))
     texts = {n: (SRC / f"{n}.md").read_text(encoding="utf-8") for n in names}
-    langs_of = {n: languages(texts[n]) for n in names}
     sources = {n: parse(texts[n], f"{n}.md") for n in names}
-    def title(n: str, lang: str) -> str:   # a one-language title reads "中文 · English"
-        key = lang if lang in langs_of[n] else ("zh" if lang == "mono" else "mono")
-        text = title_of(next(c[key] for c in sources[n] if c["type"] == "markdown"))
-        return text.split("·")[-1 if lang == "en" and langs_of[n] == ("mono",) else 0].strip()
-    titles = {lang: {n: title(n, lang) for n in names} for lang in (*LANGS, "mono")}
+    titles = {lang: {n: title_of(next(c[lang] for c in sources[n] if c["type"] == "markdown"))
+                     for n in names} for lang in LANGS}
     stale = []
     for name in names:
-        langs = langs_of[name]
-        built = {lang: build(name, lang, sources[name], names, titles, langs_of) for lang in langs}
-        current = {lang: read(target(name, lang)) for lang in langs}
-        executed = current[EXECUTED if EXECUTED in langs else langs[0]]
-        for lang in langs:
+        built = {lang: build(name, lang, sources[name], names, titles) for lang in LANGS}
+        current = {lang: read(target(name, lang)) for lang in LANGS}
+        executed = current[EXECUTED]
+        for lang in LANGS:
             nb, old, path = built[lang], current[lang], target(name, lang)
             if executed is not None and code_cells(executed) == code_cells(nb):
                 take_outputs(nb, executed)             # the code is unchanged: keep its outputs
