@@ -1,0 +1,425 @@
+"""Browser tests of the built web site (``python tools/build_site.py`` or ``make site`` first).
+
+    python -m pytest site/tests                 # the site in _site/html, Chromium at /usr/bin/chromium
+    SITE_DIR=/tmp/copy/html CHROMIUM=/path/to/chromium python -m pytest site/tests
+
+The site is served from a local http.server thread on 127.0.0.1 and read in headless Chromium
+driven by Playwright (its own browser download is never used). A missing build, browser or
+Playwright fails the tests with a message saying how to get it. Expectations come from the
+committed notebooks: the pages, their order, the number of outputs and figures, the download.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import threading
+from pathlib import Path
+from urllib.parse import urldefrag, urlsplit
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SITE = Path(os.environ.get("SITE_DIR", ROOT / "_site" / "html")).resolve()
+SHOTS = Path(os.environ.get("SITE_SCREENSHOTS", SITE.parent / "screenshots"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+LANGS = {"en": "en", "zh": "zh-CN"}
+DOC_PAGES = ("benchmarks", "reliability")
+NAV_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
+VISIBLE = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown",
+           "text/latex")
+IMAGES = ("image/png", "image/jpeg", "image/svg+xml")
+#: (language, query, the page that must be among the results)
+SEARCHES = [("en", "DataLoader", "01_data"), ("en", "torchrun", "07_multi_gpu"),
+            ("en", "channels_last", "05_speed"), ("zh", "DataLoader", "01_data"),
+            ("zh", "torchrun", "07_multi_gpu"), ("zh", "channels_last", "05_speed"),
+            ("zh", "归一化", "01_data"), ("zh", "混淆矩阵", "04_evaluation")]
+NONSENSE = "qxzvjkwplmorbfut"
+
+
+def notebooks(lang: str) -> list[Path]:
+    return sorted((ROOT / "notebooks").glob(f"[0-9][0-9]_*.{lang}.ipynb"))
+
+
+def page_of(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+LESSONS = [page_of(p) for p in notebooks("en")]
+LESSON_PARAMS = [(lang, name) for lang in LANGS for name in LESSONS]
+LESSON_IDS = [f"{lang}-{name}" for lang, name in LESSON_PARAMS]
+
+
+def is_nav(cell) -> bool:
+    return cell.cell_type == "markdown" and ("nav" in cell.metadata.get("tags", [])
+                                             or (NAV_LINK.search(cell.source) is not None
+                                                 and len(cell.source.strip().splitlines()) == 1))
+
+
+@functools.cache
+def expected(lang: str, name: str) -> dict:
+    """What the page of one committed notebook must show."""
+    nb = nbformat.read(str(ROOT / "notebooks" / f"{name}.{lang}.ipynb"), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    outputs = images = 0
+    for cell in code:
+        streams = {o.name for o in cell.outputs if o.output_type == "stream"}   # merged per name
+        shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")
+                 and any(k in VISIBLE for k in o.get("data", {}))]
+        errors = [o for o in cell.outputs if o.output_type == "error"]
+        outputs += len(streams) + len(shown) + len(errors)
+        images += sum(any(k in IMAGES for k in o.data) for o in shown)
+    return {"code_cells": len(code), "outputs": outputs, "images": images,
+            "run": nb.metadata.get("tutorial")}
+
+
+# --- the server and the browser --------------------------------------------------------------
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    missing = [p for p in (SITE / "index.html", *(SITE / lang / "index.html" for lang in LANGS))
+               if not p.exists()]
+    if missing:
+        pytest.fail(f"no built site in {SITE} (missing {', '.join(str(p) for p in missing)}): "
+                    "build it with `make site` (python tools/build_site.py)", pytrace=False)
+    return SITE
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    handler = functools.partial(QuietHandler, directory=str(site))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("Playwright is missing: pip install -r requirements-site.txt", pytrace=False)
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get install -y chromium "
+                    "(or set CHROMIUM to a Chromium binary)", pytrace=False)
+    with sync_playwright() as pw:
+        try:
+            b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                   args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        except Exception as e:   # noqa: BLE001 - any launch failure is the same problem
+            pytest.fail(f"Chromium at {CHROMIUM} did not start: {e}", pytrace=False)
+        yield b
+        b.close()
+
+
+class Recorder:
+    """A browser context that records console errors and every request to another host."""
+
+    def __init__(self, browser, server, **options):
+        self.server, self.errors, self.foreign = server, [], []
+        self.context = browser.new_context(**options)
+        self.context.set_default_timeout(20_000)
+        self.context.route("**/*", self._route)
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith(self.server + "/") or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            self.foreign.append(url)
+            route.abort()
+
+    def new_page(self):
+        page = self.context.new_page()
+        page.on("console", lambda m: m.type == "error" and self.errors.append(f"{page.url}: {m.text}"))
+        page.on("pageerror", lambda e: self.errors.append(f"{page.url}: {e}"))
+        return page
+
+
+@pytest.fixture()
+def recorder(browser, server):
+    made = []
+
+    def make(**options):
+        made.append(Recorder(browser, server, **options))
+        return made[-1]
+    yield make
+    for r in made:
+        r.context.close()
+
+
+def site_pages(site: Path, lang: str) -> list[str]:
+    return sorted(p.stem for p in (site / lang).glob("*.html"))
+
+
+# --- one visit of every page, at a phone's width -----------------------------------------------
+
+READ_PAGE = """() => ({
+  lang: document.documentElement.getAttribute("lang"),
+  title: document.title,
+  ids: Array.from(document.querySelectorAll("[id]"), e => e.id)
+         .concat(Array.from(document.querySelectorAll("a[name]"), e => e.name)),
+  links: Array.from(document.querySelectorAll("a[href]"), a => a.href),
+  outputs: document.querySelectorAll(".cell_output > .output, .cell_output > img").length,
+  images: document.querySelectorAll(".cell_output img").length,
+  brokenImages: Array.from(document.querySelectorAll("img"))
+                  .filter(i => i.complete && i.naturalWidth === 0).map(i => i.src),
+  codeCells: document.querySelectorAll(".cell_input").length,
+  copyButtons: document.querySelectorAll(".cell_input button.copybtn").length,
+  outputText: Array.from(document.querySelectorAll(".cell_output"), e => e.textContent).join("\\n"),
+  prev: document.querySelector(".prev-next-area a.left-prev")?.getAttribute("href") ?? null,
+  next: document.querySelector(".prev-next-area a.right-next")?.getAttribute("href") ?? null,
+  overflow: document.documentElement.scrollWidth - window.innerWidth,
+  runInfo: document.querySelector(".run-info")?.textContent ?? null,
+  actions: Object.fromEntries(Array.from(document.querySelectorAll(".page-actions a"),
+             a => [a.dataset.action,
+                   {href: a.getAttribute("href"), url: a.href, download: a.getAttribute("download")}])),
+})"""
+
+
+@pytest.fixture(scope="session")
+def crawl(browser, server, site):
+    """Every page of both languages, read once at 375 px wide: ``{(lang, page): facts}``."""
+    rec = Recorder(browser, server, viewport={"width": 375, "height": 800})
+    page = rec.new_page()
+    facts = {}
+    for lang in LANGS:
+        for name in site_pages(site, lang):
+            rec.errors.clear()
+            rec.foreign.clear()
+            response = page.goto(f"{server}/{lang}/{name}.html", wait_until="load")
+            info = page.evaluate(READ_PAGE)
+            info.update(status=response.status, errors=list(rec.errors), foreign=list(rec.foreign),
+                        html=response.text())
+            facts[(lang, name)] = info
+    rec.context.close()
+    return facts
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_every_notebook_has_a_page_in_order(crawl, lang):
+    assert LESSONS, "no notebooks/NN_name.en.ipynb found"
+    assert [page_of(p) for p in notebooks(lang)] == LESSONS, f"the {lang} notebooks differ from the en ones"
+    order = ["index", *LESSONS]
+    for name in LESSONS:
+        assert (lang, name) in crawl, f"{lang}/{name}.html is missing from the site"
+    index_links = [urlsplit(u).path.rsplit("/", 1)[-1] for u in crawl[(lang, "index")]["links"]]
+    listed = [n for n in dict.fromkeys(u.removesuffix(".html") for u in index_links) if n in LESSONS]
+    assert listed == LESSONS, f"{lang}/index.html lists {listed}"
+    for i, name in enumerate(LESSONS):
+        info = crawl[(lang, name)]
+        assert info["prev"] == f"{order[i]}.html", f"{lang}/{name}: previous is {info['prev']}"
+        after = LESSONS[i + 1] if i + 1 < len(LESSONS) else None
+        if after:
+            assert info["next"] == f"{after}.html", f"{lang}/{name}: next is {info['next']}"
+        else:
+            assert info["next"] not in {f"{n}.html" for n in LESSONS}, f"{lang}/{name}: next is {info['next']}"
+    for doc in DOC_PAGES:
+        if (ROOT / "docs" / f"{doc}.md").exists():
+            assert (lang, doc) in crawl, f"{lang}/{doc}.html (docs/{doc}.md) is missing"
+
+
+@pytest.mark.parametrize("lang,name", LESSON_PARAMS, ids=LESSON_IDS)
+def test_outputs_and_figures_as_in_the_notebook(crawl, lang, name):
+    info, want = crawl[(lang, name)], expected(lang, name)
+    assert info["outputs"] == want["outputs"], f"{lang}/{name}: {info['outputs']} outputs shown, notebook has {want['outputs']}"
+    assert info["images"] == want["images"], f"{lang}/{name}: {info['images']} figures shown, notebook has {want['images']}"
+    assert not info["brokenImages"], f"{lang}/{name}: images that did not load: {info['brokenImages']}"
+    assert info["codeCells"] == want["code_cells"], f"{lang}/{name}: {info['codeCells']} code cells shown"
+    assert info["copyButtons"] == want["code_cells"], f"{lang}/{name}: {info['copyButtons']} copy buttons"
+
+
+@pytest.mark.parametrize("lang,name", LESSON_PARAMS, ids=LESSON_IDS)
+def test_no_progress_fragments(crawl, lang, name):
+    info = crawl[(lang, name)]
+    assert "\r" not in info["outputText"] and "\r" not in info["html"], f"{lang}/{name}: a \\r in the page"
+    bar = re.search(r"\d+%\|[^|\n]*\|", info["outputText"])
+    assert not bar, f"{lang}/{name}: a progress bar in the outputs: {bar.group(0)!r}"
+    assert "README.md" not in info["html"], f"{lang}/{name}: GitHub's navigation line is still on the page"
+
+
+def test_every_page_loads_cleanly(crawl):
+    problems = []
+    for (lang, name), info in crawl.items():
+        where = f"{lang}/{name}.html"
+        if info["status"] != 200:
+            problems.append(f"{where}: HTTP {info['status']}")
+        if info["lang"] != LANGS[lang]:
+            problems.append(f'{where}: <html lang="{info["lang"]}">, expected {LANGS[lang]}')
+        problems += [f"{where}: console error {e}" for e in info["errors"]]
+        problems += [f"{where}: asked another host for {u}" for u in info["foreign"]]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_page_scrolls_sideways_at_375px(crawl):
+    wide = {f"{lang}/{name}": info["overflow"] for (lang, name), info in crawl.items() if info["overflow"] > 0}
+    assert not wide, f"pages wider than a 375 px screen (extra px): {wide}"
+
+
+def test_every_same_site_link_and_anchor_resolves(crawl, server, browser):
+    by_path = {f"/{lang}/{name}.html": info for (lang, name), info in crawl.items()}
+    for lang in LANGS:
+        by_path.setdefault(f"/{lang}/", crawl[(lang, "index")])
+    ctx = browser.new_context()
+    broken, fetched = [], {}
+    for (lang, name), info in crawl.items():
+        for url in info["links"]:
+            if not url.startswith(server + "/"):
+                continue
+            target, anchor = urldefrag(url)
+            path = urlsplit(target).path
+            if path not in by_path:
+                if path not in fetched:
+                    fetched[path] = ctx.request.get(server + path).status
+                if fetched[path] != 200:
+                    broken.append(f"{lang}/{name}.html -> {path}: HTTP {fetched[path]}")
+                elif anchor:
+                    broken.append(f"{lang}/{name}.html -> {path}#{anchor}: anchor on a page not crawled")
+            elif anchor and anchor not in by_path[path]["ids"]:
+                broken.append(f"{lang}/{name}.html -> {path}#{anchor}: no such anchor")
+    ctx.close()
+    assert not broken, "\n".join(sorted(set(broken)))
+
+
+@pytest.mark.parametrize("lang,name", LESSON_PARAMS, ids=LESSON_IDS)
+def test_page_actions(crawl, server, browser, lang, name):
+    import sys
+    sys.path.insert(0, str(ROOT / "site"))
+    import conf
+    actions, file = crawl[(lang, name)]["actions"], f"{name}.{lang}.ipynb"
+    other = "zh" if lang == "en" else "en"
+    assert actions.get("lang-switch", {}).get("href") == f"../{other}/{name}.html", actions
+    download = actions.get("download-notebook")
+    assert download and download["download"] == file, f"{lang}/{name}: no download button for {file}"
+    ctx = browser.new_context()
+    body = ctx.request.get(download["url"]).body()
+    ctx.close()
+    assert body == (ROOT / "notebooks" / file).read_bytes(), f"{lang}/{name}: the download differs from notebooks/{file}"
+    assert actions["colab"]["href"] == (f"https://colab.research.google.com/github/{conf.REPO}/blob/"
+                                        f"{conf.BRANCH}/notebooks/{file}")
+    assert actions["edit-source"]["href"] == f"https://github.com/{conf.REPO}/edit/{conf.BRANCH}/notebooks/src/{name}.md"
+    issue = actions["issue"]["href"]
+    assert issue.startswith(f"https://github.com/{conf.REPO}/issues/new?") and file in issue, issue
+
+
+def test_download_button_downloads_the_notebook(recorder, server):
+    page = recorder().new_page()
+    page.goto(f"{server}/en/{LESSONS[0]}.html")
+    with page.expect_download() as info:
+        page.click(".page-actions a.btn-download-notebook")
+    download = info.value
+    file = f"{LESSONS[0]}.en.ipynb"
+    assert download.suggested_filename == file
+    assert Path(download.path()).read_bytes() == (ROOT / "notebooks" / file).read_bytes()
+
+
+@pytest.mark.parametrize("lang,name", LESSON_PARAMS, ids=LESSON_IDS)
+def test_hardware_and_run_time_shown(crawl, lang, name):
+    run = expected(lang, name)["run"]
+    assert run and {"run_seconds", "hardware"} <= set(run), (
+        f"notebooks/{name}.{lang}.ipynb has no metadata['tutorial'] with run_seconds and hardware: "
+        "run python -m cifar_helpers.run_all --inplace")
+    shown = crawl[(lang, name)]["runInfo"]
+    assert shown and run["hardware"] in shown, f"{lang}/{name}: run info shown: {shown!r}"
+
+
+def test_language_switch_opens_the_same_page(recorder, server):
+    page = recorder().new_page()
+    for lang, other in (("en", "zh"), ("zh", "en")):
+        name = LESSONS[-1]
+        page.goto(f"{server}/{lang}/{name}.html")
+        page.click(".page-actions a.btn-lang-switch")
+        page.wait_for_url(f"{server}/{other}/{name}.html")
+        assert page.evaluate("document.documentElement.lang") == LANGS[other]
+
+
+@pytest.mark.parametrize("lang,query,page", SEARCHES, ids=[f"{l}-{q}" for l, q, _ in SEARCHES])
+def test_search_finds(recorder, server, lang, query, page):
+    assert page in LESSONS, f"{page} is not a notebook any more: update SEARCHES"
+    found = search(recorder, server, lang, query)
+    assert page in found, f"searching {lang} for {query!r} does not find {page}: {found}"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_search_finds_nothing_for_nonsense(recorder, server, lang):
+    assert search(recorder, server, lang, NONSENSE) == []
+
+
+def search(recorder, server, lang, query, _cache={}):
+    """The pages (names) that the site's search lists for ``query``."""
+    key = (server, lang, query)
+    if key not in _cache:
+        rec = recorder()
+        page = rec.new_page()
+        page.goto(f"{server}/{lang}/search.html?q={query}")
+        page.wait_for_function("""() => {
+            const s = document.querySelector('#search-results .search-summary');
+            return s && s.textContent.trim().length > 0 && !document.querySelector('#search-progress')?.textContent.trim();
+        }""")
+        hrefs = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
+        assert not rec.errors and not rec.foreign, rec.errors + rec.foreign
+        _cache[key] = sorted({h.split("#")[0].split("?")[0].removesuffix(".html") for h in hrefs})
+    return _cache[key]
+
+
+def test_dark_mode_survives_a_reload_and_figures_stay_white(recorder, server):
+    rec = recorder(viewport={"width": 1280, "height": 900})
+    page = rec.new_page()
+    name = next(n for n in LESSONS if expected("en", n)["images"])
+    page.goto(f"{server}/en/{name}.html")
+    page.click(".article-header-buttons .theme-switch-button")
+    page.click(".article-header-buttons .theme-change-button[data-mode=dark]")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    page.reload()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark", "dark mode lost on reload"
+    backgrounds = page.eval_on_selector_all(".cell_output img", "is => is.map(i => getComputedStyle(i).backgroundColor)")
+    assert backgrounds and all(b == "rgb(255, 255, 255)" for b in backgrounds), backgrounds
+    body = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert body != "rgb(255, 255, 255)", "the page itself did not turn dark"
+    assert not rec.errors and not rec.foreign, rec.errors + rec.foreign
+
+
+def test_copy_button_copies_the_code(recorder, server):
+    rec = recorder(viewport={"width": 1280, "height": 900}, permissions=["clipboard-read", "clipboard-write"])
+    page = rec.new_page()
+    page.goto(f"{server}/en/{LESSONS[0]}.html")
+    cell = page.locator(".cell_input").first
+    cell.hover()
+    cell.locator("button.copybtn").click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    code = next(c.source for c in nbformat.read(str(notebooks("en")[0]), as_version=4).cells if c.cell_type == "code")
+    assert copied.strip() == code.strip()
+
+
+@pytest.mark.parametrize("locale,lang", [("en-US", "en"), ("zh-CN", "zh")])
+def test_root_page_sends_readers_to_a_language(recorder, server, locale, lang):
+    page = recorder(locale=locale).new_page()
+    page.goto(f"{server}/")
+    page.wait_for_url(f"{server}/{lang}/index.html")
+
+
+def test_screenshots(recorder, server):
+    """One page per language, one light and one dark, into _site/screenshots/ (look at them)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    rec = recorder(viewport={"width": 1280, "height": 900}, color_scheme="light")
+    page = rec.new_page()
+    page.goto(f"{server}/en/{LESSONS[0]}.html")
+    page.locator(".cell_output img").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / f"en-{LESSONS[0]}-light.png"))
+    dark = next((n for n in LESSONS if "evaluation" in n), LESSONS[-1])
+    page = recorder(viewport={"width": 1280, "height": 900}, color_scheme="dark").new_page()
+    page.goto(f"{server}/zh/{dark}.html")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    page.locator(".cell_output img").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SHOTS / f"zh-{dark}-dark.png"))
+    assert (SHOTS / f"en-{LESSONS[0]}-light.png").stat().st_size > 10_000
