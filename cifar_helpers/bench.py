@@ -4,6 +4,7 @@
     python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
     python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D] [--set F=V]
     python -m cifar_helpers.bench epochs [--device D]
+    python -m cifar_helpers.bench inference --checkpoint PATH [--threads N] [--calls N] [--batches N]
 """
 
 from __future__ import annotations
@@ -159,6 +160,51 @@ def epochs(device: str = "auto") -> dict:
     return summary
 
 
+def inference(checkpoint: str, threads: int | None = None, calls: int = 300, batches: int = 20,
+              batch_size: int = 256, folder: str | None = None) -> dict:
+    """Eager PyTorch, the ``torch.export`` program (``.pt2``) and ONNX Runtime (``.onnx``) for one
+    checkpoint's model on the CPU, in the same run with the same threads: batch-1 latency
+    (median, p95) and batch throughput; the exported copies are checked against eager first."""
+    import tempfile
+
+    import onnxruntime
+
+    from . import export
+    from .predict import load_classifier
+
+    net, info, _, _ = load_classifier(checkpoint)
+    threads = threads or torch.get_num_threads()
+    if threads < 1:
+        raise ValueError(f"--threads {threads} must be at least 1")
+    print(f"# bench inference: {info['model']} {info['config']} from {checkpoint}; {threads} threads "
+          f"for every backend ({cpu_count()} cores), torch {torch.__version__}, onnxruntime "
+          f"{onnxruntime.__version__}, {platform.processor() or platform.machine()}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        where = folder or tmp
+        program, onnx_file = os.path.join(where, "model.pt2"), os.path.join(where, "model.onnx")
+        clock = time.perf_counter()
+        export.export_program(net, program)
+        export.export_onnx(net, onnx_file)
+        print(f"# exported to .pt2 and .onnx in {time.perf_counter() - clock:.1f} s", flush=True)
+        runs = export.runners(net, program, onnx_file, threads)
+        for name, found in export.agreement(runs, export.example_batch(1000, seed=1)).items():
+            print(f"# {name}: max |difference| from eager {found['max_abs_diff']:.2e}, predicted "
+                  f"class differs on {found['argmax_differs']} of 1000 random inputs", flush=True)
+        times = export.time_backends(runs, batch_size, calls, batches, threads=threads)
+    print(export.format_table(times, batch_size))
+    eager = times["eager"]
+    fastest = min(times, key=lambda b: times[b]["latency_ms"])
+    busiest = max(times, key=lambda b: times[b]["images_per_s"])
+    print(f"batch 1: {fastest} {eager['latency_ms'] / times[fastest]['latency_ms']:.1f}x below eager's "
+          f"latency; batch {batch_size}: {busiest} {times[busiest]['images_per_s'] / eager['images_per_s']:.1f}x "
+          f"eager's images/s")
+    summary = {"model": info["model"]}
+    summary.update({f"{b}_latency_ms": round(times[b]["latency_ms"], 4) for b in export.BACKENDS})
+    summary.update({f"{b}_images_per_s": round(times[b]["images_per_s"], 1) for b in export.BACKENDS})
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="change a preset field, e.g. --set epochs=5")
     e = sub.add_parser("epochs", help="seconds per epoch of Net and wider variants, CPU vs --device")
     e.add_argument("--device", default="auto")
+    i = sub.add_parser("inference", help="eager vs torch.export vs ONNX Runtime for one checkpoint (CPU)")
+    i.add_argument("--checkpoint", required=True, help="a checkpoint of notebook 03 or 08")
+    i.add_argument("--threads", type=int, default=None, help="for every backend (default: torch's)")
+    i.add_argument("--calls", type=int, default=300, help="single-image calls per backend")
+    i.add_argument("--batches", type=int, default=20, help="batches of 256 per backend")
+    i.add_argument("--keep", default=None, metavar="DIR", help="write the .pt2 and .onnx files here")
     one = sub.add_parser("_one")  # internal: one recipe, one JSON line (used by run_isolated)
     one.add_argument("recipe", choices=sorted(RECIPES))
     one.add_argument("--data-dir", required=True)
@@ -206,13 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                      args.train_size, args.test_size)
         elif args.command == "epochs":
             epochs(args.device)
+        elif args.command == "inference":
+            inference(args.checkpoint, args.threads, args.calls, args.batches, folder=args.keep)
         elif args.command == "fast":
             fast(args.data_dir, args.preset, args.seeds, args.device, args.val_size, args.first_seed,
                  modern.parse_changes(args.set))
         else:
             names = ["fast", "seed-in-memory"] + (["seed-code"] if args.with_seed_code else [])
             contention(args.data_dir, names, args.seed)
-    except (data.DataError, ValueError, RuntimeError) as err:  # DeviceError is a RuntimeError
+    except (data.DataError, ValueError, RuntimeError) as err:  # DeviceError is a RuntimeError,
+        # CheckpointError a ValueError
         print(f"bench: {err}", file=sys.stderr)
         return 2
     return 0

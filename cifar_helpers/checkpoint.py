@@ -47,6 +47,34 @@ def save_model(path: str | os.PathLike, net: nn.Module, classes: Sequence[str],
                         "classes": list(classes), "state_dict": net.state_dict(), **extra}, path)
 
 
+def normalization_entry(mean: Sequence[float], std: Sequence[float]) -> dict:
+    """The checkpoint entry that says how inputs were normalized: ``{"mean": [...], "std": [...]}``
+    (per channel, applied to pixels scaled to [0, 1], as ``transforms.Normalize`` does)."""
+    return {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+
+
+def normalization_of(info: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` that the checkpoint's model expects its inputs normalized with.
+
+    Checkpoints record them (entry ``normalization``). Older ones, written before that entry
+    existed, get what every training path of this package used: CIFAR-10's own statistics for a
+    ``ConvGroupNet`` (``modern.normalize``) and for a ``Net`` trained by a recipe with
+    ``normalize="dataset"`` (``speed.py``), the seed's (0.5, 0.5, 0.5) for any other ``Net``.
+    """
+    from .data import CIFAR10_MEAN, CIFAR10_STD, MEAN, STD
+    entry = info.get("normalization")
+    if entry is not None:
+        mean, std = tuple(float(m) for m in entry["mean"]), tuple(float(s) for s in entry["std"])
+        if len(mean) != len(std) or not all(s > 0 for s in std):
+            raise CheckpointError(f"the checkpoint's normalization {entry} is not a mean and a "
+                                  f"positive std per channel")
+        return mean, std
+    recipe = (info.get("run") or {}).get("recipe") or {}
+    if info.get("model") == "ConvGroupNet" or recipe.get("normalize") == "dataset":
+        return CIFAR10_MEAN, CIFAR10_STD
+    return MEAN, STD
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint dict safely (``weights_only=True``), with clear errors."""
     path = Path(path)

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, check_same_run, read_checkpoint
+from .checkpoint import CheckpointError, check_same_run, normalization_entry, read_checkpoint
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from .devices import cpu_threads, supports_bf16, synchronize
 from .models import ConvGroupNet
@@ -585,6 +585,7 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
                 f"{seconds:7.1f} s")
         if path is not None:
             save_checkpoint(path, net, CIFAR10_CLASSES, f"after epoch {epoch + 1}",
+                            normalization=normalization_entry(CIFAR10_MEAN, CIFAR10_STD),
                             **_state(net, optimizer, lookahead, epoch + 1, step, seconds, history, run))
     report = {"preset": preset.name, "seed": seed, "resumed_from": start_epoch,
               "device": str(device), "train_seconds": seconds,

@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "modern_checkpoint": "checkpoints/modern_net.pth",  # notebook 08's per-epoch checkpoint
     # data parallelism (notebook 07)
     "ddp_train_size": 10_000,    # training images of each torchrun run in notebook 07 (None = all)
+    # using the model (notebook 09; cifar_helpers.predict)
+    "image_paths": [],           # pictures to classify (JPEG, PNG, WebP, any size); empty: test images saved large
 }
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -56,6 +58,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "ladder_train_size": (int, type(None)),
     "modern_checkpoint": (str, os.PathLike),
     "ddp_train_size": (int, type(None)),
+    "image_paths": (list, tuple),
 }
 
 
@@ -84,6 +87,7 @@ class Params:
     ladder_train_size: int | None = DEFAULTS["ladder_train_size"]
     modern_checkpoint: str = DEFAULTS["modern_checkpoint"]
     ddp_train_size: int | None = DEFAULTS["ddp_train_size"]
+    image_paths: list = field(default_factory=list)
 
     def replace(self, **changes: Any) -> "Params":
         """A copy with ``changes`` applied and validated."""
@@ -125,6 +129,8 @@ def make_params(**values: Any) -> Params:
         raise ValueError("Bad parameter(s): " + "; ".join(problems))
     clean = {k: (os.fspath(v) if k in ("data_dir", "checkpoint", "modern_checkpoint") else v)
              for k, v in values.items()}
+    if "image_paths" in clean:
+        clean["image_paths"] = [os.fspath(v) for v in clean["image_paths"]]
     for k in ("lr", "momentum"):
         if k in clean:
             clean[k] = float(clean[k])
@@ -154,4 +160,8 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"preset_changes={value!r} must map field names (strings) to values"
     if name in ("data_dir", "checkpoint", "preset", "modern_checkpoint") and not os.fspath(value):
         return f"{name} must not be empty"
+    if name == "image_paths" and not all(isinstance(v, (str, os.PathLike)) and os.fspath(v)
+                                         for v in value):
+        return (f"image_paths={value!r} must be a list of file paths (strings), e.g. "
+                f"['photos/cat.jpg'], or [] for the built-in examples")
     return None

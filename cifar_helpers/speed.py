@@ -19,8 +19,8 @@ from .checkpoint import CheckpointError, check_same_run, read_checkpoint
 from .evaluate import accuracy, predict
 from .devices import cpu_threads, supports_bf16, synchronize
 from .models import Net
-from .train import (NonFiniteLossError, save_checkpoint, rng_state, set_rng_state,
-                    set_step_delay_from_env, step_delay)
+from .train import (NonFiniteLossError, loader_normalization, save_checkpoint, rng_state,
+                    set_rng_state, set_step_delay_from_env, step_delay)
 
 
 #: torch's CPU thread count when this module was imported: what ``threads=None`` runs with, as
@@ -178,6 +178,7 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                             epoch=step // steps_per_epoch, step=step, seconds=seconds, images=images,
                             curve=curve, run=settings, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict() if scheduler is not None else None,
+                            normalization=loader_normalization(trainloader),
                             rng=rng_state(), generator=generator.get_state()
                             if isinstance(generator, torch.Generator) else None)
 

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, check_same_run, read_checkpoint, save_model
+from .checkpoint import (CheckpointError, check_same_run, normalization_entry, read_checkpoint,
+                         save_model)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -84,6 +85,24 @@ def _set_loader_state(loader, state: dict, epochs_done: int) -> None:
         loader.generator.set_state(state["generator"])
     elif hasattr(loader, "set_epoch"):           # a checkpoint from before the counter was saved
         loader.set_epoch(epochs_done)
+
+
+def loader_normalization(loader) -> dict | None:
+    """The ``normalization`` checkpoint entry of the batches ``loader`` gives: a ``TensorLoader``'s
+    mean and std, or the ``Normalize`` in a ``DataLoader``'s dataset transform; None if neither."""
+    def values(t) -> list[float]:    # float32 tensors: their shortest decimals (0.4914, not 0.49140000343)
+        return [float(str(v)) for v in torch.as_tensor(t).flatten().cpu().numpy()]
+
+    if hasattr(loader, "mean") and hasattr(loader, "std"):
+        return normalization_entry(values(loader.mean), values(loader.std))
+    dataset = getattr(loader, "dataset", None)
+    while hasattr(dataset, "dataset") and not hasattr(dataset, "transform"):
+        dataset = dataset.dataset                 # a Subset: its underlying data set
+    transform = getattr(dataset, "transform", None)
+    for step in getattr(transform, "transforms", [transform]):
+        if hasattr(step, "mean") and hasattr(step, "std"):
+            return normalization_entry(step.mean, step.std)
+    return None
 
 
 def new_history() -> dict:
@@ -155,6 +174,7 @@ def save_training_state(checkpoint: str | Path, net: nn.Module, optimizer, train
                     epoch=epochs_done, run=dict(run or {}), optimizer=optimizer.state_dict(),
                     scheduler=scheduler.state_dict() if scheduler is not None else None,
                     rng=rng_state(), loader=_loader_state(trainloader),
+                    normalization=loader_normalization(trainloader),
                     history={"step_loss": list(history["step_loss"]),
                              "running_loss": list(history["running_loss"])})
 
