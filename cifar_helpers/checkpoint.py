@@ -83,9 +83,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
                               f"(it saves one there), or set `checkpoint` to the file you saved.")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({err}). Delete it and "
-                              f"train again with notebook 03_training.") from err
+    except Exception as err:   # torch.load's reason can run over many lines: keep its first
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}). Delete it and "
+                              f"train again with the notebook that wrote it (03_training or "
+                              f"08_modern_recipe).") from err
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a cifar_helpers checkpoint (no format {FORMAT!r}); "
                               f"save one with cifar_helpers.checkpoint.save_model.")

@@ -104,14 +104,7 @@ def load_classifier(path: str | os.PathLike, made_by: str | None = None
         run = (f"run notebook {made_by} first (it saves one there), or " if made_by else "")
         raise CheckpointError(f"No checkpoint at {path}: {run}give the path of a checkpoint saved "
                               f"by cifar_helpers (03_training's or 08_modern_recipe's).")
-    try:
-        net, info = load_model(path)
-    except CheckpointError as err:
-        if "corrupt or truncated" in str(err):    # torch.load's reason runs over many lines
-            reason = (str(err.__cause__).strip().splitlines() or [type(err.__cause__).__name__])[0]
-            raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason[:160]}); "
-                                  f"save it again (notebook 03 or 08).") from err.__cause__
-        raise
+    net, info = load_model(path)
     mean, std = normalization_of(info)
     classes = info.get("classes") or []
     if len(classes) != getattr(net, "num_classes", len(classes)):
