@@ -27,7 +27,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, DOCS, SITE = ROOT / "notebooks", ROOT / "docs", ROOT / "site"
 LANGS = {"en": "en", "zh": "zh_CN"}           # folder -> Sphinx language
-DOC_PAGES = ("benchmarks", "reliability")     # docs/<name>.md, English in both sites
+DOC_PAGES = ("benchmarks", "reliability")     # docs/<name>.md, English in both sites (zh: labelled so)
 NAV_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
 VISIBLE = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown",
            "text/latex")
@@ -38,13 +38,14 @@ TEXT = {
                     "bottom, then further: training fast, on GPUs and with a modern recipe. Each page "
                     "shows a notebook with the outputs of its stored run; download it, or open it in "
                     "Colab, from the buttons at the top of the page.",
-           "notebooks": "Notebooks", "more": "More", "run": "Stored run",
+           "notebooks": "Notebooks", "more": "More", "run": "Stored run", "docs": {},
            "run_text": "The outputs below come from a run of {secs} on {hw}."},
     "zh": {"index_title": "PyTorch 训练 CIFAR-10：可执行教程",
            "intro": "PyTorch 经典教程「训练一个图像分类器」的可执行版本：按编号排列、可以从头运行到尾的"
                     "笔记本，再进一步讲快速训练、GPU 与现代训练方法。每一页是一个笔记本及其保存的输出；"
                     "页面顶部的按钮可以下载笔记本，或在 Colab 中打开。",
            "notebooks": "笔记本", "more": "更多", "run": "保存的运行",
+           "docs": {"benchmarks": "测量结果（英文）", "reliability": "可靠的运行（英文）"},
            "run_text": "下面的输出来自一次运行：用时 {secs}，硬件 {hw}。"},
 }
 
@@ -125,8 +126,9 @@ def stage(lang: str, out: Path) -> list[str]:
     t = TEXT[lang]
     toc = lambda caption, names: (f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n"
                                   + "\n".join(names) + "\n```\n")
+    docs = [f"{t['docs'][d]} <{d}>" if d in t["docs"] else d for d in sorted(doc_pages)]
     (out / "index.md").write_text(f"# {t['index_title']}\n\n{t['intro']}\n\n"
-                                  + toc(t["notebooks"], pages) + "\n" + toc(t["more"], sorted(doc_pages)),
+                                  + toc(t["notebooks"], pages) + "\n" + toc(t["more"], docs),
                                   encoding="utf-8")
     return pages
 

@@ -266,6 +266,29 @@ def test_no_page_scrolls_sideways_at_375px(crawl):
     assert not wide, f"pages wider than a 375 px screen (extra px): {wide}"
 
 
+@pytest.mark.parametrize("width", [1280, 375])
+def test_one_search_control_on_screen(recorder, server, width):
+    """One search field (desktop: in the sidebar) or button (phone: in the article header), no
+    second bar above the page (pydata-sphinx-theme 0.20's own header, hidden by _templates/layout.html)."""
+    page = recorder(viewport={"width": width, "height": 800}).new_page()
+    for lang in LANGS:
+        page.goto(f"{server}/{lang}/{LESSONS[0]}.html")
+        shown = page.locator(".search-button-field:visible, .search-button:visible")
+        assert shown.count() == 1, f"{lang} at {width} px: {shown.count()} search controls visible"
+        assert page.locator("#pst-header:visible").count() == 0, f"{lang} at {width} px: a header bar above the page"
+        shown.first.click()
+        assert page.locator("#pst-search-dialog input[name=q]").is_visible(), f"{lang} at {width} px: no search box opens"
+
+
+def test_english_pages_are_labelled_so_on_the_chinese_site(recorder, server):
+    page = recorder().new_page()
+    page.goto(f"{server}/zh/index.html")
+    for doc in DOC_PAGES:
+        if (ROOT / "docs" / f"{doc}.md").exists():
+            text = page.locator(f".bd-sidebar-primary a[href='{doc}.html']").first.text_content()
+            assert "英文" in text, f"zh sidebar entry of {doc}.html reads {text!r}: say it is in English"
+
+
 def test_every_same_site_link_and_anchor_resolves(crawl, server, browser):
     by_path = {f"/{lang}/{name}.html": info for (lang, name), info in crawl.items()}
     for lang in LANGS:
