@@ -105,8 +105,9 @@ def strip_volatile(nb: dict) -> dict:
 
 
 def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
-        inplace: bool = False, folder: Path | None = None, log=print, lang: str = "en") -> dict:
+        inplace: bool = False, folder: Path | None = None, log=None, lang: str = "en") -> dict:
     """Execute the notebooks; return (and write to ``out/summary.json``) the summary."""
+    log = log or (lambda line: print(line, flush=True))   # progress shows at once, piped or not
     folder = (folder or notebooks_dir()).resolve()
     paths = list_notebooks(folder, only, lang)
     declared = {p.name: declared_parameters(p) for p in paths}
@@ -155,7 +156,8 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     status, error = "ok", None
     try:
         pm.execute_notebook(str(path), str(target), parameters=mine, cwd=str(folder),
-                            progress_bar=False, kernel_name="python3")
+                            progress_bar=False, kernel_name="python3",
+                            kernel_manager_class=kernel_manager_class())
     except pm.PapermillExecutionError as err:
         status, error = "failed", f"{err.ename}: {err.evalue} (cell {err.exec_count})"
     except Exception as err:  # kernel died, notebook unreadable, ...
@@ -182,6 +184,34 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     summary["notebooks"][name] = entry
     log(f"[run_all] {path.name}: {status} in {seconds:.1f} s")
     return failed
+
+
+def kernel_manager_class() -> type:
+    """The kernels' manager: on Linux and macOS over Unix sockets in a private folder (no open TCP
+    port, so ipykernel has no plain-text TCP warning to print); elsewhere Jupyter's default."""
+    import shutil
+    import tempfile
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class UnixSocketKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self) -> str:   # the sockets are <folder>/kernel-<port>
+            self._socket_folder = tempfile.mkdtemp(prefix="cifar-kernel-")
+            return os.path.join(self._socket_folder, "kernel")
+
+        async def _async_cleanup_resources(self, restart: bool = False) -> None:
+            await super()._async_cleanup_resources(restart=restart)
+            if not restart and getattr(self, "_socket_folder", None):
+                shutil.rmtree(self._socket_folder, ignore_errors=True)
+
+    return UnixSocketKernelManager
 
 
 def hardware() -> str:

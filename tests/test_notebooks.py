@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import nbformat
@@ -200,9 +201,15 @@ def test_run_all_turns_progress_bars_off_in_its_kernels_only(monkeypatch):
     assert run_all.PROGRESS_ENV == PROGRESS_ENV
 
 
-def test_either_language_gives_the_same_summary(tiny_folder, tmp_path):
+def test_either_language_gives_the_same_summary(tiny_folder, tmp_path, capfd):
+    sockets = set(Path(tempfile.gettempdir()).glob("cifar-kernel-*"))
     runs = {lang: run_all.run(tmp_path / lang, {"data_dir": str(tiny_folder)}, only=["01", "02"],
-                              lang=lang, log=lambda *_: None) for lang in ("en", "zh")}
+                              lang=lang) for lang in ("en", "zh")}
+    out, err = capfd.readouterr()             # the kernels' stderr too: they inherit the descriptor
+    assert "[run_all] 02_network.zh.ipynb: ok in" in out, out
+    if os.name == "posix":                    # Unix sockets: no open port, no plain-text TCP warning
+        assert "without encryption" not in err, err
+        assert set(Path(tempfile.gettempdir()).glob("cifar-kernel-*")) == sockets, "socket folders left behind"
     for summary in runs.values():
         assert summary["status"] == "ok"
         for entry in summary["notebooks"].values():
