@@ -269,7 +269,7 @@ def test_no_page_scrolls_sideways_at_375px(crawl):
 @pytest.mark.parametrize("width", [1280, 375])
 def test_one_search_control_on_screen(recorder, server, width):
     """One search field (desktop: in the sidebar) or button (phone: in the article header), no
-    second bar above the page (pydata-sphinx-theme 0.20's own header, hidden by _templates/layout.html)."""
+    second bar above the page (pydata-sphinx-theme 0.20's own header, hidden in _static/cifar_site.css)."""
     page = recorder(viewport={"width": width, "height": 800}).new_page()
     for lang in LANGS:
         page.goto(f"{server}/{lang}/{LESSONS[0]}.html")
