@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import functools
 import json
 import os
 import re
@@ -186,6 +187,7 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     return failed
 
 
+@functools.cache
 def kernel_manager_class() -> type:
     """The kernels' manager: on Linux and macOS over Unix sockets in a private folder (no open TCP
     port, so ipykernel has no plain-text TCP warning to print); elsewhere Jupyter's default."""
