@@ -88,10 +88,31 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}). Delete it and "
                               f"train again with the notebook that wrote it (03_training or "
                               f"08_modern_recipe).") from err
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a cifar_helpers checkpoint (no format {FORMAT!r}); "
-                              f"save one with cifar_helpers.checkpoint.save_model.")
-    return blob
+    if isinstance(blob, dict) and blob.get("format") == FORMAT:
+        return blob
+    bare = from_state_dict(blob)
+    if bare is None:
+        raise CheckpointError(f"{path} is neither a cifar_helpers checkpoint (no format "
+                              f"{FORMAT!r}) nor the state_dict of the seed's Net; save one with "
+                              f"torch.save(net.state_dict(), PATH) as notebook 03_training does.")
+    return bare
+
+
+def from_state_dict(blob: Any) -> dict | None:
+    """A checkpoint dict for a bare ``state_dict`` of a ``Net`` (what the seed's
+    ``torch.save(net.state_dict(), PATH)`` writes), or None if ``blob`` is not one.
+
+    The seed's lesson normalizes with (0.5, 0.5, 0.5) and uses CIFAR-10's ten classes.
+    """
+    from .data import CIFAR10_CLASSES, MEAN, STD
+    keys = ("conv1.weight", "conv2.weight", "fc1.weight", "fc3.weight")
+    if not isinstance(blob, dict) or not all(isinstance(blob.get(k), torch.Tensor) for k in keys):
+        return None
+    c1, c2, classes = blob["conv1.weight"].shape[0], blob["conv2.weight"].shape[0], \
+        blob["fc3.weight"].shape[0]
+    return {"format": FORMAT, "model": "Net", "config": {"c1": c1, "c2": c2, "num_classes": classes},
+            "classes": list(CIFAR10_CLASSES) if classes == 10 else [str(i) for i in range(classes)],
+            "state_dict": dict(blob), "normalization": normalization_entry(MEAN, STD)}
 
 
 def check_same_run(state: dict, run: dict, path: str | os.PathLike) -> None:

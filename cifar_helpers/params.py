@@ -10,7 +10,7 @@ from typing import Any
 #: (papermill needs literals); ``tests/test_notebooks.py`` checks that they agree.
 DEFAULTS: dict[str, Any] = {
     "data_dir": "data",          # CIFAR-10 root: torchvision's download or an image-folder copy
-    "download": False,           # fetch the original archive through torchvision if missing
+    "download": True,            # fetch the original archive through torchvision if missing
     "epochs": 2,                 # passes over the training set
     "batch_size": 4,             # images per step
     "lr": 0.001,                 # SGD learning rate
@@ -23,6 +23,7 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint": "checkpoints/cifar_net.pth",  # where notebook 03 saves and 04 loads the model
     "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
     "resume": False,             # continue training from the checkpoint if it exists
+    "print_every": 2000,         # notebook 03: print the running loss every N mini-batches
     # the modern recipe (notebook 08; cifar_helpers.modern)
     "preset": "demo",            # "demo", "cpu5", "cpu10", "gpu94", "gpu5s", or "auto" (by device)
     "preset_changes": {},        # changes to the preset's fields, e.g. {"epochs": 5}
@@ -51,6 +52,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "checkpoint": (str, os.PathLike),
     "fast_data": (bool,),
     "resume": (bool,),
+    "print_every": (int,),
     "preset": (str,),
     "preset_changes": (dict,),
     "val_fraction": (float,),
@@ -80,6 +82,7 @@ class Params:
     checkpoint: str = DEFAULTS["checkpoint"]
     fast_data: bool = DEFAULTS["fast_data"]
     resume: bool = DEFAULTS["resume"]
+    print_every: int = DEFAULTS["print_every"]
     preset: str = DEFAULTS["preset"]
     preset_changes: dict = field(default_factory=dict)
     val_fraction: float = DEFAULTS["val_fraction"]
@@ -138,7 +141,7 @@ def make_params(**values: Any) -> Params:
 
 
 def _range_problem(name: str, value: Any) -> str | None:
-    if name in ("epochs", "batch_size") and value < 1:
+    if name in ("epochs", "batch_size", "print_every") and value < 1:
         return f"{name}={value} must be at least 1"
     if name == "lr" and not value > 0:
         return f"lr={value} must be > 0 (try 0.001)"

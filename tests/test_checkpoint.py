@@ -23,6 +23,18 @@ def test_missing_checkpoint_says_how_to_make_one(tmp_path):
         ckpt.load_model(tmp_path / "none.pth")
 
 
+def test_a_bare_state_dict_is_the_seeds_net(tmp_path):
+    """Notebook 03 saves ``torch.save(net.state_dict(), PATH)``, as the seed does."""
+    net = Net(c1=8, c2=12)
+    torch.save(net.state_dict(), tmp_path / "plain.pth")
+    loaded, info = ckpt.load_model(tmp_path / "plain.pth")
+    assert info["config"] == {"c1": 8, "c2": 12, "num_classes": 10}
+    assert info["classes"] == list(CIFAR10_CLASSES)
+    assert ckpt.normalization_of(info) == ((0.5,) * 3, (0.5,) * 3)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(loaded(x), net(x))
+
+
 def test_truncated_checkpoint(tmp_path):
     path = ckpt.save_model(tmp_path / "m.pth", Net(), CIFAR10_CLASSES)
     path.write_bytes(path.read_bytes()[:1000])
@@ -31,10 +43,10 @@ def test_truncated_checkpoint(tmp_path):
 
 
 def test_foreign_file_and_other_model_or_classes(tmp_path):
-    plain = tmp_path / "plain.pth"
-    torch.save(Net().state_dict(), plain)
-    with pytest.raises(ckpt.CheckpointError, match="not a cifar_helpers checkpoint"):
-        ckpt.load_model(plain)
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(ckpt.CheckpointError, match="nor the state_dict of the seed's Net"):
+        ckpt.load_model(foreign)
     path = ckpt.save_model(tmp_path / "m.pth", Net(), CIFAR10_CLASSES)
     with pytest.raises(ckpt.CheckpointError, match="holds a 'Net' model, expected ResNet"):
         ckpt.load_model(path, expect_model="ResNet")

@@ -250,14 +250,14 @@ def test_cli_refuses_bad_checkpoints(nets, tmp_path, capsys):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(nets["net"][0].read_bytes()[:500])
     weights = tmp_path / "weights.pth"
-    torch.save(Net().state_dict(), weights)              # notebook 03's plain state_dict: another kind
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)   # a state_dict of some other model
     alien = tmp_path / "alien.pth"
     save_atomic({"format": "cifar_helpers.checkpoint/1", "model": "ResNet50", "config": {},
                  "classes": list(CIFAR10_CLASSES), "state_dict": {}}, alien)
     cases = {tmp_path / "checkpoints" / "modern_net.pth": "run notebook 08_modern_recipe first",
              tmp_path / "nothing.pth": "No checkpoint at",
              corrupt: "corrupt or truncated", truncated: "corrupt or truncated",
-             weights: "not a cifar_helpers checkpoint", alien: "'ResNet50' model"}
+             weights: "nor the state_dict of the seed's Net", alien: "'ResNet50' model"}
     for path, words in cases.items():
         code, out, err = run_main([picture, "--checkpoint", path], capsys)
         assert code == 2 and out == "" and err.startswith("predict: ") and words in err, (path, err)
