@@ -13,6 +13,17 @@ import os
 from pathlib import Path
 
 
+def logs_dir() -> Path:
+    """The committed logs as shipped inside the package (``tools/build_notebooks.py`` copies
+    ``benchmarks/*.log`` there), so a notebook opened alone finds them too."""
+    return Path(__file__).resolve().parent / "benchmarks"
+
+
+def log_path(name: str) -> Path:
+    """The shipped copy of the committed log ``benchmarks/<name>``."""
+    return logs_dir() / name
+
+
 class LogError(ValueError):
     """The log or the asked-for section is missing; the message names what exists."""
 

@@ -36,6 +36,18 @@ def get_device(name: str = "auto") -> torch.device:
     return device
 
 
+def no_gpu_note() -> str:
+    """One line for a notebook that found no GPU: how to switch one on where it runs."""
+    import sys
+    if "google.colab" in sys.modules:
+        how = "in Colab, Runtime > Change runtime type > a GPU, then run all cells again"
+    elif "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+        how = "on Kaggle, Settings > Accelerator > a GPU, then run all cells again"
+    else:
+        how = "run it on a machine with an NVIDIA GPU or Apple silicon for the GPU figures"
+    return f"No GPU here, so this notebook carries on with the CPU ({how})."
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait until ``device`` has finished its queued work (CUDA and MPS run asynchronously), so a
     clock read afterwards measures the work, not only its launch; a no-op on the CPU."""
@@ -90,8 +102,8 @@ def cpu_threads(batch_size: int, max_threads: int | None = None) -> int:
 def supports_bf16(device: torch.device | str) -> bool:
     """Whether bfloat16 autocast is fast here: CUDA with bf16, or a CPU with AVX512-BF16/AMX."""
     device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":   # Ampere (8.0) and newer; a T4 (7.5) only emulates bf16, slowly
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         try:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

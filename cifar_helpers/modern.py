@@ -532,6 +532,10 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
         if log:
             log(f"resumed from {path} after epoch {start_epoch} ({seconds:.1f} s of training)")
     compiled = torch.compile(net) if preset.compile else net
+    # float16 (a GPU without fast bfloat16, such as Colab's T4) needs a loss scaler; with
+    # bfloat16 or float32 it is switched off and each call passes straight through. Its scale
+    # is not checkpointed: a resumed float16 run starts it again.
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     net.train()
     for epoch in range(start_epoch, math.ceil(total / steps_per_epoch)):
@@ -545,8 +549,9 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
             with autocast:
                 loss = criterion(compiled(inputs.contiguous(memory_format=fmt)), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()         # float16 only: gradients kept from underflow
+            scaler.step(optimizer)
+            scaler.update()
             step += 1
             losses.append(loss.detach())
             if preset.lookahead and epoch >= preset.ema_start and step % ema_every == 0:

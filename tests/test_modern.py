@@ -284,3 +284,54 @@ def test_cli_with_val_size_scores_the_held_out_images_and_never_reads_the_test_s
     assert read == [True] and result["scored_on"] == "val"
     assert result["train_images"] == 2 * (60 // 16) * 16            # 60 kept, 2 epochs of 3 batches
     assert "val accuracy" in capsys.readouterr().err                  # logged every epoch
+
+
+@pytest.mark.parametrize("capability, fast", [((7, 5), False), ((8, 0), True), ((9, 0), True)],
+                         ids=["T4", "A100", "H100"])
+def test_a_gpu_without_fast_bf16_trains_in_float16(monkeypatch, capability, fast):
+    """Colab's T4 (compute capability 7.5) only emulates bfloat16: the recipe picks float16."""
+    from cifar_helpers import devices
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert devices.supports_bf16("cuda") is fast
+    want = torch.bfloat16 if fast else torch.float16
+    assert modern.autocast_dtype(modern.get_preset("demo"), torch.device("cuda")) is want
+
+
+def test_float16_steps_go_through_a_loss_scaler(monkeypatch, tmp_path):
+    """The float16 path (a T4) scales the loss, as torch.amp prescribes; bf16/fp32 do not."""
+    made = []
+    real = torch.amp.GradScaler
+
+    class Recording(real):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            made.append(self)
+
+        def step(self, optimizer, *args, **kw):
+            self.steps = getattr(self, "steps", 0) + 1
+            return super().step(optimizer, *args, **kw)
+
+    monkeypatch.setattr(torch.amp, "GradScaler", Recording)
+    monkeypatch.setattr(modern, "autocast_dtype", lambda preset, device: torch.float16)
+    preset = modern.get_preset("demo", **{**TINY, "epochs": 1})
+    net, report = _tiny_run(tmp_path, preset)
+    assert made and made[0].is_enabled() and made[0].steps == report["steps"] > 0
+    assert report["precision"] == "float16" and torch.isfinite(
+        torch.tensor(report["history"]["train_loss"])).all()
+    monkeypatch.setattr(modern, "autocast_dtype", lambda preset, device: None)
+    made.clear()
+    _tiny_run(tmp_path, preset)
+    assert not made[0].is_enabled()
+
+
+def test_no_gpu_note_says_how_to_switch_one_on(monkeypatch):
+    import sys
+    from cifar_helpers.devices import no_gpu_note
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert "carries on with the CPU" in no_gpu_note()
+    monkeypatch.setitem(sys.modules, "google.colab", object())
+    assert "Runtime > Change runtime type" in no_gpu_note()
+    monkeypatch.delitem(sys.modules, "google.colab")
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    assert "Accelerator" in no_gpu_note()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -34,6 +35,35 @@ FENCE = re.compile(r"^```python(?P<tags>(\s+[\w-]+)*)\s*$")
 MARKER = re.compile(r"^<!-- (en|zh) -->\s*$")
 CONTENTS = {"en": "[Contents](../README.md#notebooks)",
             "zh": "[目录](../README.md#中文说明)"}
+INSTALL_TAG = "install"  # the generated first code cell of a notebook that uses the package
+INSTALL = """\
+# Setup: installs the tutorial's helper package where it is missing (Colab, Kaggle, a
+# downloaded notebook); set CIFAR_HELPERS_PIP_SPEC to install it from elsewhere.
+import importlib, importlib.metadata, os, subprocess, sys
+
+VERSION = "{version}"
+SPEC = ("{name} @ "
+        "{url}")
+SPEC = os.environ.get("CIFAR_HELPERS_PIP_SPEC", SPEC)
+try:
+    found = importlib.metadata.version("cifar_helpers")
+except importlib.metadata.PackageNotFoundError:
+    found = None
+alone = "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+if found is None or (found != VERSION and alone):
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC],
+                         capture_output=True, text=True,  # %pip, quietly
+                         env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    if pip.returncode:
+        lines = pip.stderr.strip().splitlines() or ["pip failed"]
+        why = next((x for x in lines if x.startswith("ERROR")), lines[-1]).rstrip(".")
+        raise SystemExit(f"Could not pip install {{SPEC}} ({{why}}). Set "
+                         "CIFAR_HELPERS_PIP_SPEC to a wheel, a mirror or a folder of "
+                         "cifar_helpers, then rerun this cell.")
+    importlib.invalidate_caches()
+    print(f"installed cifar_helpers from {{SPEC}}")
+elif found != VERSION:
+    print(f"cifar_helpers {{found}} is installed; this notebook is for {{VERSION}}")"""
 
 
 def file_name(name: str, lang: str) -> str:
@@ -56,6 +86,25 @@ def nav_line(names: list[str], i: int, titles: dict[str, str], lang: str) -> str
     prev = link(i - 1, f"← {names[i - 1][:2]} {titles[names[i - 1]]}") if i else "←"
     nxt = link(i + 1, f"{names[i + 1][:2]} {titles[names[i + 1]]} →") if i + 1 < len(names) else "→"
     return f"{prev} · {CONTENTS[lang]} · {nxt}"
+
+
+def package_spec(extra: str | None = None) -> tuple[str, str]:
+    """``(version, pip spec)`` of the package at its release tag, from ``pyproject.toml``."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    name = meta["name"] + (f"[{extra}]" if extra else "")
+    return meta["version"], f"{name} @ git+{meta['urls']['Repository']}@v{meta['version']}"
+
+
+def install_cell(cells: list[dict]) -> dict | None:
+    """The install cell for a notebook whose code uses ``cifar_helpers`` (None otherwise),
+    with the ``export`` extra where it runs ONNX."""
+    code = "\n".join(c["source"] for c in cells if c["type"] == "code")
+    if "cifar_helpers" not in code:
+        return None
+    version, spec = package_spec("export" if "onnx" in code else None)
+    name, url = spec.split(" @ ")
+    return {"type": "code", "source": INSTALL.format(version=version, name=name, url=url),
+            "tags": [INSTALL_TAG]}
 
 
 def split_languages(body: str, where: str) -> dict[str, str]:
@@ -120,6 +169,10 @@ def build(name: str, lang: str, cells: list[dict], names: list[str],
           titles: dict[str, dict[str, str]]) -> nbformat.NotebookNode:
     nav = nav_line(names, names.index(name), titles[lang], lang)
     nb_cells = [nbformat.v4.new_markdown_cell(nav)]
+    setup = install_cell(cells)
+    if setup is not None:          # first code cell: after the title and introduction
+        first_code = next(i for i, c in enumerate(cells) if c["type"] == "code")
+        cells = [*cells[:first_code], setup, *cells[first_code:]]
     for cell in cells:
         if cell["type"] == "code":
             new = nbformat.v4.new_code_cell(cell["source"])
@@ -156,6 +209,25 @@ def outputs(nb: nbformat.NotebookNode) -> list[tuple]:
     return [(c.outputs, c.execution_count, c.metadata) for c in nb.cells if c.cell_type == "code"]
 
 
+def sync_logs(check: bool) -> list[str]:
+    """Copy ``benchmarks/*.log`` into the package (``cifar_helpers/benchmarks/``), where
+    notebooks opened alone read them; with ``check``, only name the copies that differ."""
+    src, dst = ROOT / "benchmarks", ROOT / "cifar_helpers" / "benchmarks"
+    want = {p.name: p.read_bytes() for p in sorted(src.glob("*.log"))}
+    have = {p.name: p.read_bytes() for p in sorted(dst.glob("*.log"))} if dst.is_dir() else {}
+    stale = sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
+    if not check:
+        dst.mkdir(exist_ok=True)
+        for name in stale:
+            if name in want:
+                (dst / name).write_bytes(want[name])
+            else:
+                (dst / name).unlink()
+            print(f"synced cifar_helpers/benchmarks/{name}")
+        return []
+    return [f"cifar_helpers/benchmarks/{n}" for n in stale]
+
+
 def read(path: Path) -> nbformat.NotebookNode | None:
     return nbformat.read(str(path), as_version=4) if path.exists() else None
 
@@ -169,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     sources = {n: parse(texts[n], f"{n}.md") for n in names}
     titles = {lang: {n: title_of(next(c[lang] for c in sources[n] if c["type"] == "markdown"))
                      for n in names} for lang in LANGS}
-    stale = []
+    stale = sync_logs(args.check)
     for name in names:
         built = {lang: build(name, lang, sources[name], names, titles) for lang in LANGS}
         current = {lang: read(target(name, lang)) for lang in LANGS}
