@@ -14,6 +14,8 @@ failed, 2 nothing could be classified (a bad checkpoint, bad arguments).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -111,6 +113,45 @@ def load_classifier(path: str | os.PathLike, made_by: str | None = None
         raise CheckpointError(f"{path}: {len(classes)} class names for a model with "
                               f"{net.num_classes} outputs")
     return net.eval(), info, mean, std
+
+
+def train_missing(checkpoint: str | os.PathLike, modern_checkpoint: str | os.PathLike,
+                  data_dir: str | os.PathLike, download: bool = True, *, preset: str = "demo",
+                  changes: dict | None = None, log=print) -> list[str]:
+    """Train whichever of the two checkpoints is missing, as notebooks 03 and 08 do by default
+    (the seed's recipe; the modern recipe's ``preset``), so that notebook 09 runs alone.
+    Returns the paths it wrote; logs one line for each. With fewer training images than one
+    batch of the preset, the batch holds them all."""
+    import time
+
+    from . import data, modern, train
+    from .models import Net
+    made = []
+    if not Path(checkpoint).is_file():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        loader = data.make_loader(data_dir, True, 4, seed=0, download=download)
+        net = Net()
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+        with contextlib.redirect_stdout(io.StringIO()):          # no running-loss lines
+            train.train(net, loader, nn.CrossEntropyLoss(), optimizer, 2, progress=False,
+                        checkpoint=checkpoint, classes=data.CIFAR10_CLASSES)
+        made.append(str(checkpoint))
+        log(f"No {checkpoint}: trained the seed's Net as notebook 03 does "
+            f"(2 epochs, batch 4) in {time.perf_counter() - start:.0f} s")
+    if not Path(modern_checkpoint).is_file():
+        start = time.perf_counter()
+        data.load_tensors(data_dir, train=True, download=download)
+        recipe = modern.get_preset(preset, "cpu", **(changes or {}))
+        x, y, *_ = modern.load_split(data_dir)
+        if len(y) < recipe.batch_size:        # a few images only (a quick try): one batch
+            recipe = modern.get_preset(preset, "cpu", **{**(changes or {}),
+                                                         "batch_size": len(y)})
+        modern.train(recipe, x, y, checkpoint=modern_checkpoint, log=None)
+        made.append(str(modern_checkpoint))
+        log(f"No {modern_checkpoint}: trained the modern recipe ({preset!r}) as notebook 08 "
+            f"does in {time.perf_counter() - start:.0f} s")
+    return made
 
 
 @torch.no_grad()

@@ -287,3 +287,18 @@ def test_save_examples_writes_large_jpegs(tmp_path):
         small = np.asarray(predict.to_cifar_size(predict.load_rgb(p)), dtype=float)
         original = images[CIFAR10_CLASSES.index(c)].permute(1, 2, 0).numpy().astype(float)
         assert np.abs(small - original).mean() < 6
+
+
+def test_train_missing_makes_both_checkpoints_then_nothing(tiny_folder, tmp_path):
+    """Notebook 09 opened alone: both networks are trained, then loadable; a second call (the
+    files exist, as after notebooks 03 and 08) trains nothing."""
+    from cifar_helpers.predict import load_classifier, train_missing
+    ckpt, modern_ckpt = tmp_path / "a" / "cifar_net.pth", tmp_path / "b" / "modern_net.pth"
+    lines = []
+    made = train_missing(ckpt, modern_ckpt, tiny_folder, download=False, log=lines.append,
+                         changes={"widths": (8, 16, 16), "epochs": 1})
+    assert made == [str(ckpt), str(modern_ckpt)] and len(lines) == 2
+    assert "trained the seed's Net" in lines[0] and "trained the modern recipe" in lines[1]
+    assert load_classifier(ckpt)[1]["model"] == "Net"
+    assert load_classifier(modern_ckpt)[1]["model"] == "ConvGroupNet"
+    assert train_missing(ckpt, modern_ckpt, tiny_folder, log=lines.append) == [] and len(lines) == 2
