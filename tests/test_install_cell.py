@@ -68,3 +68,12 @@ def test_an_unusable_spec_gives_one_clear_line(tmp_path):
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"Could not pip install {spec} (ERROR")
     assert "Set CIFAR_HELPERS_PIP_SPEC to a wheel" in done.stderr
+
+
+def test_the_readme_gives_the_same_address_and_spec():
+    """The repository address lives in pyproject.toml; the README repeats it exactly."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    repo, version = PROJECT["urls"]["Repository"], PROJECT["version"]
+    assert f'"cifar_helpers @ git+{repo}@v{version}"' in readme
+    owner_name = repo.removeprefix("https://github.com/")
+    assert f"https://colab.research.google.com/github/{owner_name}/blob/main/notebooks/" in readme
