@@ -2,18 +2,23 @@
 #   make run    install into .venv, then run every notebook (downloads CIFAR-10 unless
 #               CIFAR10_DATA_DIR points at a copy); results in runs/latest/summary.json
 #   make test   install into .venv, then the tests (the real-data tier too if CIFAR10_DATA_DIR is set)
+#   make standalone  each notebook alone in an empty folder and a fresh environment that
+#               installs the package from a wheel of this checkout (tools/standalone.py)
 #   make site   install requirements-site.txt into .venv, build the web site into _site/html
 #               (make site-test: then its browser tests, which need Debian's chromium)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DOWNLOAD := $(if $(CIFAR10_DATA_DIR),,-p download True)
 
-.PHONY: run test site site-test
+.PHONY: run test standalone site site-test
 run: $(VENV)/.installed
 	$(PY) -m cifar_helpers.run_all $(DOWNLOAD)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+standalone: $(VENV)/.installed
+	$(PY) tools/standalone.py
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)

@@ -43,6 +43,7 @@ def test_a_notebook_that_uses_the_package_installs_it_first(path):
 
 
 def run_cell(source: str, *flags: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the cell's code as ``python FLAGS -c SOURCE`` in the notebooks' folder."""
     return subprocess.run([sys.executable, *flags, "-c", source], capture_output=True, text=True,
                           cwd=ROOT / "notebooks", env=env, timeout=120)
 
@@ -59,15 +60,18 @@ def test_another_installed_version_is_reported():
 
 
 def test_an_unusable_spec_gives_one_clear_line(tmp_path):
-    """Without the package (``-S``: no site-packages), the cell installs SPEC; a spec pip cannot
-    use ends in one line naming the spec and CIFAR_HELPERS_PIP_SPEC, not pip's wall of text."""
+    """Where the package is missing, the cell installs SPEC; a spec pip cannot use ends, in
+    IPython as in Jupyter, in one line naming the spec and CIFAR_HELPERS_PIP_SPEC, not pip's
+    wall of text (FORCE_COLOR, which ipykernel sets, must not colour pip's error away)."""
     import os
     spec = str(tmp_path / "cifar_helpers-0.0.0-py3-none-any.whl")
-    done = run_cell(cell_source(), "-S", env={**os.environ, "CIFAR_HELPERS_PIP_SPEC": spec})
-    assert done.returncode == 1 and done.stdout == ""
-    assert done.stderr.count("\n") == 1, done.stderr
-    assert done.stderr.startswith(f"Could not pip install {spec} (ERROR")
-    assert "Set CIFAR_HELPERS_PIP_SPEC to a wheel" in done.stderr
+    missing = cell_source().replace('version("cifar_helpers")', 'version("cifar_helpers_absent")')
+    done = run_cell(missing, "-m", "IPython", "--colors=NoColor", "--no-banner",
+                    env={**os.environ, "CIFAR_HELPERS_PIP_SPEC": spec, "FORCE_COLOR": "1"})
+    assert done.returncode == 1 and done.stderr == ""
+    assert done.stdout.count("\n") == 1, done.stdout
+    assert done.stdout.startswith(f"Could not pip install {spec} (ERROR: ")
+    assert "Set CIFAR_HELPERS_PIP_SPEC to a wheel" in done.stdout and "\x1b" not in done.stdout
 
 
 def test_the_readme_gives_the_same_address_and_spec():

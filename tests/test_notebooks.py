@@ -82,6 +82,30 @@ def test_build_keeps_stored_outputs_when_only_the_text_changes(tmp_path, monkeyp
     assert code_cells(nbformat.read(str(out / "01_t.zh.ipynb"), as_version=4))[0].outputs == []
 
 
+def test_a_new_install_cell_keeps_the_stored_outputs(tmp_path, monkeypatch):
+    """The generated install cell prints nothing where the package is installed: a change to it
+    (a new spec) keeps the stored run; a change to any other code cell does not."""
+    build = load_build(tmp_path, monkeypatch)
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "cifar_helpers"\n'
+                                             'version = "1.0"\n[project.urls]\n'
+                                             'Repository = "https://example.org/a/b"\n')
+    src, out = tmp_path / "src" / "01_t.md", tmp_path
+    src.write_text(PAGE.format(text="w", code="import cifar_helpers"), encoding="utf-8")
+    assert build.main() == 0
+    nb = nbformat.read(str(out / "01_t.en.ipynb"), as_version=4)
+    install, code = code_cells(nb)
+    assert "install" in install.metadata["tags"] and 'VERSION = "1.0"' in install.source
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="ok\n")]
+    nbformat.write(nb, str(out / "01_t.en.ipynb"))
+    monkeypatch.setattr(build, "INSTALL", build.INSTALL.replace("# Setup:", "# New setup:"))
+    assert build.main() == 0
+    install, code = code_cells(nbformat.read(str(out / "01_t.zh.ipynb"), as_version=4))
+    assert install.source.startswith("# New setup:") and code.outputs[0].text == "ok\n"
+    src.write_text(PAGE.format(text="w", code="import cifar_helpers  # changed"), encoding="utf-8")
+    assert build.main() == 0
+    assert code_cells(nbformat.read(str(out / "01_t.en.ipynb"), as_version=4))[1].outputs == []
+
+
 @pytest.mark.parametrize("text, problem", [
     ("# T\n\nwords\n", "text before the first"),
     ("<!-- en -->\n# T\n", "without its zh text"),

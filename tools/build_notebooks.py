@@ -50,16 +50,23 @@ try:
 except importlib.metadata.PackageNotFoundError:
     found = None
 alone = "google.colab" in sys.modules or "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+
+
+class InstallError(RuntimeError):
+    def _render_traceback_(self):  # Jupyter shows this one line instead of a traceback
+        return [str(self)]
+
+
 if found is None or (found != VERSION and alone):
-    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", SPEC],
-                         capture_output=True, text=True,  # %pip, quietly
-                         env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
+    pip = subprocess.run(  # what %pip runs, without its wall of text
+        [sys.executable, "-m", "pip", "install", "-q", "--no-color", SPEC],
+        capture_output=True, text=True, env={{**os.environ, "GIT_TERMINAL_PROMPT": "0"}})
     if pip.returncode:
         lines = pip.stderr.strip().splitlines() or ["pip failed"]
         why = next((x for x in lines if x.startswith("ERROR")), lines[-1]).rstrip(".")
-        raise SystemExit(f"Could not pip install {{SPEC}} ({{why}}). Set "
-                         "CIFAR_HELPERS_PIP_SPEC to a wheel, a mirror or a folder of "
-                         "cifar_helpers, then rerun this cell.")
+        raise InstallError(f"Could not pip install {{SPEC}} ({{why}}). Set "
+                           "CIFAR_HELPERS_PIP_SPEC to a wheel, a mirror or a folder of "
+                           "cifar_helpers, then rerun this cell.")
     importlib.invalidate_caches()
     print(f"installed cifar_helpers from {{SPEC}}")
 elif found != VERSION:
@@ -130,6 +137,47 @@ def split_languages(body: str, where: str) -> dict[str, str]:
     return {lang: "\n".join(lines).strip("\n") for lang, lines in parts.items()}
 
 
+CJK_CHAR = "\u2e80-\u2fff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+CJK_PUNCT = "\u3000-\u303f\uff00-\uffef\u2014\u2026\u201c\u201d\u2018\u2019\u00b7"
+NOT_PARAGRAPH = re.compile(r"^\s*(?:[-*+]\s|\d+[.)]\s|#{1,6}\s|>|\||<|```|~~~|\$\$|:::|\+\+\+|$)")
+
+
+def join_paragraph_lines(md: str) -> str:
+    """Chinese Markdown with each paragraph (and list item) on one line: a line break inside a
+    paragraph renders as a space, which Chinese text must not have between two characters or
+    after its punctuation. Lines meet with no space where either side is Chinese text or
+    punctuation, else with one (``用 `Net`↵训练`` keeps the space around code). Fenced blocks,
+    headings, tables, HTML lines, list starts and hard breaks are left as they are."""
+    cjk = re.compile(f"[{CJK_CHAR}{CJK_PUNCT}]")
+    punct = re.compile(f"[{CJK_PUNCT}]")
+    out: list[str] = []
+    fence = ""
+    joinable = False   # the last line of ``out`` is paragraph text that the next line may continue
+    for line in md.split("\n"):
+        opener = re.match(r"^\s*(`{3,}|~{3,})", line)
+        if fence:
+            out.append(line)
+            if opener and opener.group(1).startswith(fence) and not line.strip()[len(opener.group(1)):]:
+                fence = ""
+            continue
+        if opener:
+            fence, joinable = opener.group(1), False
+            out.append(line)
+            continue
+        text = line.strip()
+        if joinable and text and not NOT_PARAGRAPH.match(line):
+            prev = out[-1].rstrip()
+            a, b = prev[-1], text[0]
+            glue = "" if (cjk.match(a) and cjk.match(b)) or punct.match(a) or punct.match(b) else " "
+            out[-1] = prev + glue + text
+        else:
+            out.append(line)
+            joinable = bool(text) and not re.match(r"^\s*(?:#{1,6}\s|\||<|\$\$|:::|\+\+\+)", line)
+        if line.endswith(("  ", "\\")):   # a hard line break stays one
+            joinable = False
+    return "\n".join(out)
+
+
 def parse(text: str, name: str = "source") -> list[dict]:
     """Cells of one source: ``{"type": "code", "source", "tags"}`` or ``{"type": "markdown", "en", "zh"}``."""
     cells: list[dict] = []
@@ -178,7 +226,8 @@ def build(name: str, lang: str, cells: list[dict], names: list[str],
             new = nbformat.v4.new_code_cell(cell["source"])
             new.metadata["tags"] = list(cell["tags"])
         else:
-            new = nbformat.v4.new_markdown_cell(cell[lang])
+            new = nbformat.v4.new_markdown_cell(
+                join_paragraph_lines(cell[lang]) if lang == "zh" else cell[lang])
             new.metadata["tags"] = []
         nb_cells.append(new)
     nb_cells.append(nbformat.v4.new_markdown_cell(nav))
@@ -201,7 +250,11 @@ def signature(nb: nbformat.NotebookNode) -> list[tuple[str, str, str, tuple[str,
 
 
 def code_cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, tuple[str, ...] | None]]:
-    return [sig[1:] for sig in signature(nb) if sig[1] == "code"]
+    """Per code cell: type, source and tags. The install cell counts by its tag alone: it
+    prints nothing where the package is installed, so a new version of it (a new spec, say)
+    changes no output, and the stored run's outputs stay."""
+    return [(kind, "" if tags and INSTALL_TAG in tags else source, tags)
+            for _, kind, source, tags in signature(nb) if kind == "code"]
 
 
 def outputs(nb: nbformat.NotebookNode) -> list[tuple]:
@@ -217,8 +270,8 @@ def sync_logs(check: bool) -> list[str]:
     have = {p.name: p.read_bytes() for p in sorted(dst.glob("*.log"))} if dst.is_dir() else {}
     stale = sorted(n for n in want.keys() | have.keys() if want.get(n) != have.get(n))
     if not check:
-        dst.mkdir(exist_ok=True)
         for name in stale:
+            dst.mkdir(parents=True, exist_ok=True)
             if name in want:
                 (dst / name).write_bytes(want[name])
             else:
