@@ -4,13 +4,25 @@ The language comes from the command line (``-D language=en`` or ``-D language=zh
 link to the repository is made from REPO and BRANCH below.
 """
 
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# The one repository setting: download, Colab, issue and edit links are built from it.
-REPO = "cifar10-tutorial/cifar10-pytorch-tutorial"     # GitHub owner/name
+
+def _repository() -> str:
+    """GitHub owner/name from pyproject.toml's ``[project.urls] Repository``, the one address of
+    the repository (the notebooks' install cell and the README use it too)."""
+    text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text(encoding="utf-8")
+    m = re.search(r'^Repository\s*=\s*"https://github\.com/([^/"]+/[^/"]+?)(?:\.git)?/?"', text, re.M)
+    if not m:
+        raise RuntimeError("pyproject.toml has no [project.urls] Repository = \"https://github.com/OWNER/NAME\"")
+    return m.group(1)
+
+
+# Download, Colab, issue and edit links are built from these.
+REPO = _repository()       # GitHub owner/name
 BRANCH = "main"
 
 project = "CIFAR-10 with PyTorch"

@@ -9,17 +9,23 @@ from GitHub: the navigation cells (tag ``nav``, or the first/last Markdown line 
 README) are dropped, the run time and hardware from ``metadata["tutorial"]`` are shown under
 the title, and outputs no browser can show (``application/json`` metrics) are left out. The
 download button serves the committed notebook itself, byte for byte, from ``<lang>/notebooks/``.
-Sphinx warnings are errors. Configuration: ``site/conf.py`` (``REPO``, ``BRANCH``).
+The front page lists the lessons, numbered, each with its one-line description (``LESSONS``
+below), the run time and hardware of its stored run, and says how to run them; the pages of
+``docs/`` named in ``DOC_PAGES`` follow, in English in both sites. Sphinx warnings are errors.
+Configuration: ``site/conf.py`` (``REPO``, ``BRANCH``); the Chinese search dictionary comes from
+``notebooks/src/GLOSSARY.md`` (``site/cifar_site.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import html
 import re
 import shutil
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import nbformat
@@ -27,7 +33,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS, DOCS, SITE = ROOT / "notebooks", ROOT / "docs", ROOT / "site"
 LANGS = {"en": "en", "zh": "zh_CN"}           # folder -> Sphinx language
-DOC_PAGES = ("benchmarks", "reliability")     # docs/<name>.md, English in both sites (zh: labelled so)
+DOC_PAGES = ("teachers", "benchmarks", "reliability")   # docs/<name>.md, English in both sites
 NAV_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
 VISIBLE = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown",
            "text/latex")
@@ -39,14 +45,100 @@ TEXT = {
                     "shows a notebook with the outputs of its stored run; download it, or open it in "
                     "Colab, from the buttons at the top of the page.",
            "notebooks": "Notebooks", "more": "More", "run": "Stored run", "docs": {},
-           "run_text": "The outputs below come from a run of {secs} on {hw}."},
+           "lessons": "The lessons",
+           "run_text": "The outputs below come from a run of {secs} on {hw}.",
+           "index_run": "Stored run: {secs} on {hw}",
+           "how": "How to run",
+           "how_text": """**In Colab or Kaggle, with nothing to install.** Open a lesson and press **Open in
+Colab** at the top of its page, then run all cells. Every notebook runs alone: it downloads
+CIFAR-10 and trains the model it needs, and a notebook that uses the tutorial's helper package
+installs it in its first cell. For notebooks 06–08, choose a GPU: *Runtime → Change runtime type*.
+
+**One notebook on your computer.** Press **Download** at the top of a lesson's page and open the
+file in Jupyter, in a Python {python} environment with PyTorch:
+
+```bash
+pip install torch torchvision matplotlib jupyterlab
+jupyter lab 01_data.en.ipynb
+```
+
+To install the helper package yourself: `pip install "{spec}"`.
+
+**The whole course.** Clone the repository and use its two commands:
+
+```bash
+git clone {url}
+cd {folder}
+make run    # install into .venv, then run every notebook (downloads CIFAR-10 first)
+make test   # install into .venv, then the tests
+```
+
+Each takes about half an hour on a 2-core CPU. Running the notebooks with other parameters, and
+what the tests check: [For teachers](teachers.md).
+"""},
     "zh": {"index_title": "PyTorch 训练 CIFAR-10：可执行教程",
            "intro": "PyTorch 经典教程「训练一个图像分类器」的可执行版本：按编号排列、可以从头运行到尾的"
                     "笔记本，再进一步讲快速训练、GPU 与现代训练方法。每一页是一个笔记本及其保存的输出；"
                     "页面顶部的按钮可以下载笔记本，或在 Colab 中打开。",
            "notebooks": "笔记本", "more": "更多", "run": "保存的运行",
-           "docs": {"benchmarks": "测量结果（英文）", "reliability": "可靠的运行（英文）"},
-           "run_text": "下面的输出来自一次运行：用时 {secs}，硬件 {hw}。"},
+           "docs": {"teachers": "给教师（英文）", "benchmarks": "测量结果（英文）",
+                    "reliability": "可靠的运行（英文）"},
+           "lessons": "课程",
+           "run_text": "下面的输出来自一次运行：用时 {secs}，硬件 {hw}。",
+           "index_run": "保存的运行：用时 {secs}，硬件 {hw}",
+           "how": "如何运行",
+           "how_text": """**在 Colab 或 Kaggle 中运行，什么都不用装**。打开一课，按页面顶部的**在 Colab 中打开**，然后运行全部单元格。每个笔记本都能单独运行：它会下载 CIFAR-10、训练它需要的模型；用到本教程辅助包的笔记本会在第一个代码单元格里安装它。笔记本 06–08 请选用 GPU：*代码执行程序 → 更改运行时类型*。
+
+**在自己的电脑上运行一个笔记本**。按页面顶部的**下载**，在装有 PyTorch 的 Python {python} 环境里用 Jupyter 打开：
+
+```bash
+pip install torch torchvision matplotlib jupyterlab
+jupyter lab 01_data.zh.ipynb
+```
+
+自己安装辅助包：`pip install "{spec}"`。
+
+**运行整个课程**。克隆仓库，然后用它的两条命令：
+
+```bash
+git clone {url}
+cd {folder}
+make run    # install into .venv, then run every notebook (downloads CIFAR-10 first)
+make test   # install into .venv, then the tests
+```
+
+在双核 CPU 上每条命令各需约半小时。用别的参数运行笔记本、测试检查什么：见[给教师（英文）](teachers.md)。
+"""},
+}
+#: Each lesson's line on the front page, per language; a lesson missing here fails the build.
+LESSONS = {
+    "01_data": ("Load CIFAR-10 with torchvision, look at the images, normalize them and draw "
+                "mini-batches with a DataLoader.",
+                "用 torchvision 加载 CIFAR-10，看看图片，做归一化，再用 DataLoader 取小批量。"),
+    "02_network": ("Define the convolutional network `Net` and follow a batch's shape through "
+                   "each layer.",
+                   "定义卷积神经网络 `Net`，逐层跟踪一个批次的形状。"),
+    "03_training": ("Train it: loss function, optimizer with momentum, and the training loop with "
+                    "its running loss; save the model.",
+                    "训练网络：损失函数、带动量的优化器、打印累计损失的训练循环；保存模型。"),
+    "04_evaluation": ("Measure it on the test set: accuracy overall and per class, the confusion "
+                      "matrix, the mistakes.",
+                      "在测试集上评估：总体与各类别的准确率、混淆矩阵、错例。"),
+    "05_speed": ("Where a CPU's time goes, and the same accuracy in a fraction of it: data in "
+                 "memory, larger batches, learning-rate schedule.",
+                 "CPU 的时间花在哪里，怎样只用一小部分时间达到同样的准确率：数据常驻内存、"
+                 "更大的批大小、学习率调度。"),
+    "06_gpu": ("Move the model and every batch to a GPU, and see when a GPU is faster.",
+               "把模型和每一批数据移到 GPU 上，看看 GPU 什么时候更快。"),
+    "07_multi_gpu": ("Data parallelism: `DataParallel` taken apart, and a DDP script launched with "
+                     "`torchrun`.",
+                     "数据并行：拆解 `DataParallel`，用 `torchrun` 启动一个 DDP 脚本。"),
+    "08_modern_recipe": ("A modern network and recipe: whitening, BatchNorm, data augmentation, "
+                         "Muon, test-time augmentation.",
+                         "现代网络与配方：白化、BatchNorm、数据增强、Muon、测试时增强。"),
+    "09_use_the_model": ("Use the model: classify your own pictures, calibrate its confidence, "
+                         "export it to ONNX.",
+                         "使用模型：给自己的图片分类，校准置信度，导出为 ONNX。"),
 }
 
 
@@ -64,6 +156,11 @@ def is_nav(cell) -> bool:
     return cell.cell_type == "markdown" and ("nav" in cell.metadata.get("tags", [])
                                              or (NAV_LINK.search(cell.source) is not None
                                                  and len(cell.source.strip().splitlines()) == 1))
+
+
+def no_gaps(text: str) -> str:
+    """No space between two Chinese characters (``用时 约 2 分钟`` -> ``用时约 2 分钟``)."""
+    return re.sub(r"(?<=[\u4e00-\u9fff]) +(?=[\u4e00-\u9fff])", "", text)
 
 
 def duration(seconds: float, lang: str) -> str:
@@ -102,8 +199,8 @@ def stage_notebook(src: Path, lang: str, doc_pages: set[str]) -> nbformat.Notebo
     run = nb.metadata.get("tutorial")
     if run and "run_seconds" in run and "hardware" in run:
         first_md = next(i for i, c in enumerate(nb.cells) if c.cell_type == "markdown")
-        text = TEXT[lang]["run_text"].format(secs=duration(float(run["run_seconds"]), lang),
-                                             hw=run["hardware"])
+        text = no_gaps(TEXT[lang]["run_text"].format(secs=duration(float(run["run_seconds"]), lang),
+                                                     hw=run["hardware"]))
         note = nbformat.v4.new_markdown_cell(
             f"```{{admonition}} {TEXT[lang]['run']}\n:class: run-info\n\n{text}\n```")
         note.id = "site-run-info"
@@ -111,25 +208,57 @@ def stage_notebook(src: Path, lang: str, doc_pages: set[str]) -> nbformat.Notebo
     return nb
 
 
+def package() -> dict[str, str]:
+    """What the front page's install instructions name, from pyproject.toml: the pip spec of the
+    package at its release tag (as the notebooks' install cell has it), the repository, Python."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    url = meta["urls"]["Repository"]
+    return {"spec": f"{meta['name']} @ git+{url}@v{meta['version']}", "url": url,
+            "folder": url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"),
+            "python": meta.get("requires-python", ">=3.10").replace(">=", "") + "+"}
+
+
+def lesson_line(src: Path, lang: str) -> str:
+    """One lesson on the front page: number, title (a link), description, its stored run."""
+    nb = nbformat.read(str(src), as_version=4)
+    name, t = page_name(src), TEXT[lang]
+    title = next((m.group(1).strip() for c in nb.cells if c.cell_type == "markdown"
+                  for m in [re.search(r"^# (.+)$", c.source, re.M)] if m), name)
+    if name not in LESSONS:
+        raise SystemExit(f"build_site: {name} has no line on the front page: add it to LESSONS "
+                         "in tools/build_site.py")
+    line = f"- **{name[:2]}** · [{title}]({name}.ipynb)\\\n  {LESSONS[name][lang == 'zh']}"
+    run = nb.metadata.get("tutorial") or {}
+    if "run_seconds" in run and "hardware" in run:
+        text = no_gaps(t["index_run"].format(secs=duration(float(run["run_seconds"]), lang),
+                                             hw=run["hardware"]))
+        line += f'\\\n  <span class="lesson-run">{html.escape(text)}</span>'
+    return line
+
+
 def stage(lang: str, out: Path) -> list[str]:
     """Write the Sphinx source folder of one language; returns the notebook page names."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    doc_pages = {d for d in DOC_PAGES if (DOCS / f"{d}.md").exists()}
+    doc_pages = [d for d in DOC_PAGES if (DOCS / f"{d}.md").exists()]
     pages = []
     for src in lessons(lang):
         name = page_name(src)
-        nbformat.write(stage_notebook(src, lang, doc_pages), str(out / f"{name}.ipynb"))
+        nbformat.write(stage_notebook(src, lang, set(doc_pages)), str(out / f"{name}.ipynb"))
         pages.append(name)
-    for d in sorted(doc_pages):
+    for d in doc_pages:
         shutil.copyfile(DOCS / f"{d}.md", out / f"{d}.md")
     t = TEXT[lang]
-    toc = lambda caption, names: (f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n\n"
+    toc = lambda caption, names: (f"```{{toctree}}\n:caption: {caption}\n:maxdepth: 1\n:hidden:\n\n"
                                   + "\n".join(names) + "\n```\n")
-    docs = [f"{t['docs'][d]} <{d}>" if d in t["docs"] else d for d in sorted(doc_pages)]
-    (out / "index.md").write_text(f"# {t['index_title']}\n\n{t['intro']}\n\n"
-                                  + toc(t["notebooks"], pages) + "\n" + toc(t["more"], docs),
-                                  encoding="utf-8")
+    docs = [f"{t['docs'][d]} <{d}>" if d in t["docs"] else d for d in doc_pages]
+    lines = "\n".join(lesson_line(src, lang) for src in lessons(lang))
+    (out / "index.md").write_text(
+        f"# {t['index_title']}\n\n{t['intro']}\n\n"
+        + toc(t["notebooks"], pages) + "\n" + toc(t["more"], docs)
+        + f"\n## {t['lessons']}\n\n```{{rst-class}} lessons\n```\n\n{lines}\n\n"
+        + f"## {t['how']}\n\n" + t["how_text"].format(**package()),
+        encoding="utf-8")
     return pages
 
 

@@ -7,12 +7,16 @@ The site is served from a local http.server thread on 127.0.0.1 and read in head
 driven by Playwright (its own browser download is never used). A missing build, browser or
 Playwright fails the tests with a message saying how to get it. Expectations come from the
 committed notebooks: the pages, their order, the number of outputs and figures, the download.
+Every page is read twice, at a phone's width (375 px) and at a laptop's (1280 px, where axe-core
+checks its accessibility); the screenshots to look at go to ``_site/screenshots/``, and axe's
+summary for the whole site to ``_site/screenshots/axe-summary.json``.
 """
 
 from __future__ import annotations
 
 import functools
 import http.server
+import json
 import os
 import re
 import threading
@@ -27,7 +31,7 @@ SITE = Path(os.environ.get("SITE_DIR", ROOT / "_site" / "html")).resolve()
 SHOTS = Path(os.environ.get("SITE_SCREENSHOTS", SITE.parent / "screenshots"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 LANGS = {"en": "en", "zh": "zh-CN"}
-DOC_PAGES = ("benchmarks", "reliability")
+DOC_PAGES = ("teachers", "benchmarks", "reliability")
 NAV_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
 VISIBLE = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown",
            "text/latex")
@@ -38,6 +42,15 @@ SEARCHES = [("en", "DataLoader", "01_data"), ("en", "torchrun", "07_multi_gpu"),
             ("zh", "torchrun", "07_multi_gpu"), ("zh", "channels_last", "05_speed"),
             ("zh", "归一化", "01_data"), ("zh", "混淆矩阵", "04_evaluation")]
 NONSENSE = "qxzvjkwplmorbfut"
+#: Core terms: a search for each finds every page whose text contains it (notebooks/src/GLOSSARY.md)
+CORE_TERMS = {
+    "zh": ["优化器", "学习率", "损失函数", "反向传播", "数据增强", "批大小", "卷积", "检查点", "动量",
+           "准确率", "梯度", "归一化"],
+    "en": ["optimizer", "learning rate", "loss function", "gradient", "data augmentation",
+           "batch size", "convolution", "checkpoint", "momentum", "accuracy"],
+}
+NOT_INDEXED = ("search", "genindex")     # Sphinx's own pages, not in its search index
+CODE_COLUMNS = 88                        # the longest code line the page must hold at 1280 px
 
 
 def notebooks(lang: str) -> list[Path]:
@@ -63,17 +76,20 @@ def is_nav(cell) -> bool:
 def expected(lang: str, name: str) -> dict:
     """What the page of one committed notebook must show."""
     nb = nbformat.read(str(ROOT / "notebooks" / f"{name}.{lang}.ipynb"), as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
+    tags = lambda cell: set(cell.metadata.get("tags", []))
+    code = [c for c in nb.cells if c.cell_type == "code" and "remove-cell" not in tags(c)]
     outputs = images = 0
     for cell in code:
+        if "remove-output" in tags(cell):
+            continue
         streams = {o.name for o in cell.outputs if o.output_type == "stream"}   # merged per name
         shown = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")
                  and any(k in VISIBLE for k in o.get("data", {}))]
         errors = [o for o in cell.outputs if o.output_type == "error"]
         outputs += len(streams) + len(shown) + len(errors)
         images += sum(any(k in IMAGES for k in o.data) for o in shown)
-    return {"code_cells": len(code), "outputs": outputs, "images": images,
-            "run": nb.metadata.get("tutorial")}
+    return {"code_cells": sum("remove-input" not in tags(c) for c in code), "outputs": outputs,
+            "images": images, "run": nb.metadata.get("tutorial")}
 
 
 # --- the server and the browser --------------------------------------------------------------
@@ -170,8 +186,17 @@ READ_PAGE = """() => ({
   ids: Array.from(document.querySelectorAll("[id]"), e => e.id)
          .concat(Array.from(document.querySelectorAll("a[name]"), e => e.name)),
   links: Array.from(document.querySelectorAll("a[href]"), a => a.href),
-  outputs: document.querySelectorAll(".cell_output > .output, .cell_output > img").length,
+  outputs: document.querySelectorAll(".cell_output > .output, .cell_output > img, .cell_output > a > img").length,
   images: document.querySelectorAll(".cell_output img").length,
+  figureLinks: Array.from(document.querySelectorAll(".cell_output img"), i => {
+    const a = i.closest("a");
+    return {src: i.src, href: a ? a.href : null, alt: i.alt, shown: i.getBoundingClientRect().width,
+            natural: i.naturalWidth};
+  }),
+  articleText: document.querySelector("article.bd-article")?.innerText ?? "",
+  lessons: Array.from(document.querySelectorAll("article ul.lessons > li"), li => ({
+    href: li.querySelector("a")?.getAttribute("href"), text: li.innerText,
+    run: li.querySelector(".lesson-run")?.innerText ?? null})),
   brokenImages: Array.from(document.querySelectorAll("img"))
                   .filter(i => i.complete && i.naturalWidth === 0).map(i => i.src),
   codeCells: document.querySelectorAll(".cell_input").length,
@@ -183,8 +208,41 @@ READ_PAGE = """() => ({
   runInfo: document.querySelector(".run-info")?.textContent ?? null,
   actions: Object.fromEntries(Array.from(document.querySelectorAll(".page-actions a"),
              a => [a.dataset.action,
-                   {href: a.getAttribute("href"), url: a.href, download: a.getAttribute("download")}])),
+                   {href: a.getAttribute("href"), url: a.href, download: a.getAttribute("download"),
+                    label: a.innerText.trim()}])),
 })"""
+
+#: Chinese text with a space where none belongs: between two CJK characters (or punctuation), or
+#: after CJK punctuation. Code is not text here: inline code counts as one Latin letter.
+STRAY_SPACES = r"""() => {
+  const SKIP = "pre, code, kbd, samp, .cell_input, .cell_output, script, style, .headerlink";
+  const BLOCK = "p, li, h1, h2, h3, h4, h5, h6, td, th, dt, dd, caption, figcaption, summary, .admonition-title";
+  const BREAK = "br, div, section, ul, ol, table, " + BLOCK;
+  const pattern = /[\p{Script=Han}\u3000-\u303f\uff00-\uffef] +[\p{Script=Han}\u3000-\u303f\uff00-\uffef]|[\u3000-\u303f\uff00-\uffef] +\S/gu;
+  const bad = [];
+  const article = document.querySelector("article.bd-article");
+  if (!article) return bad;
+  for (const block of [article, ...article.querySelectorAll(BLOCK)]) {
+    if (block.closest(SKIP)) continue;
+    let text = "";
+    const walk = (node) => {
+      for (const child of node.childNodes) {
+        if (child.nodeType === Node.TEXT_NODE) text += child.data.replace(/\s+/g, " ");
+        else if (child.nodeType !== Node.ELEMENT_NODE) continue;
+        else if (child.matches(BREAK)) text += "\n";
+        else if (child.matches(SKIP)) text += "C";
+        else walk(child);
+      }
+    };
+    walk(block);
+    for (const line of text.split("\n")) {
+      const t = line.trim();
+      for (const m of t.matchAll(pattern)) bad.push(t.slice(Math.max(0, m.index - 12), m.index + m[0].length + 12));
+      if (t.includes("**")) bad.push(t.slice(0, 60));   // bold that did not close
+    }
+  }
+  return bad;
+}"""
 
 
 @pytest.fixture(scope="session")
@@ -201,8 +259,65 @@ def crawl(browser, server, site):
             info = page.evaluate(READ_PAGE)
             info.update(status=response.status, errors=list(rec.errors), foreign=list(rec.foreign),
                         html=response.text())
+            if lang == "zh":
+                info["strayspaces"] = page.evaluate(STRAY_SPACES)
             facts[(lang, name)] = info
     rec.context.close()
+    return facts
+
+
+# --- one visit of every page, at a laptop's width, with axe-core ----------------------------------
+
+READ_DESKTOP = """(columns) => {
+  const pres = Array.from(document.querySelectorAll(".cell_input pre"));
+  const wide = pres.filter(p => p.scrollWidth > p.clientWidth).map(p => ({
+    extra: p.scrollWidth - p.clientWidth,
+    line: p.innerText.split("\\n").reduce((a, b) => b.length > a.length ? b : a, "")}));
+  let holds = null;
+  const fitting = pres.find(p => p.scrollWidth <= p.clientWidth);
+  if (fitting) {   // an 88-character line added to a code cell that fits, then taken away
+    const probe = document.createElement("span");
+    probe.textContent = "\\n" + "x".repeat(columns);
+    fitting.appendChild(probe);
+    holds = {fits: fitting.scrollWidth <= fitting.clientWidth, width: fitting.clientWidth};
+    probe.remove();
+  }
+  return {wide, holds, codeCells: pres.length,
+          labels: Array.from(document.querySelectorAll(".page-actions a"), a => [a.dataset.action, a.innerText.trim()])};
+}"""
+
+
+@pytest.fixture(scope="session")
+def desktop(browser, server, site):
+    """Every page of both languages at 1280 px: code widths, header labels and axe-core's
+    violations: ``{(lang, page): facts}``. Writes axe's summary beside the screenshots."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        pytest.fail("axe-playwright-python is missing: pip install -r requirements-site.txt", pytrace=False)
+    axe = Axe()
+    rec = Recorder(browser, server, viewport={"width": 1280, "height": 900})
+    page = rec.new_page()
+    facts, summary = {}, {}
+    for lang in LANGS:
+        for name in site_pages(site, lang):
+            page.goto(f"{server}/{lang}/{name}.html", wait_until="load")
+            info = page.evaluate(READ_DESKTOP, CODE_COLUMNS)
+            result = axe.run(page).response
+            info["violations"] = [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+                                   "nodes": [", ".join(map(str, n["target"])) for n in v["nodes"]]}
+                                  for v in result["violations"]]
+            for v in info["violations"]:
+                entry = summary.setdefault(v["id"], {"impact": v["impact"], "help": v["help"],
+                                                     "pages": 0, "nodes": 0})
+                entry["pages"] += 1
+                entry["nodes"] += len(v["nodes"])
+            facts[(lang, name)] = info
+    rec.context.close()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    (SHOTS / "axe-summary.json").write_text(json.dumps(
+        {"pages": len(facts), "axe-core": result.get("testEngine", {}).get("version"),
+         "violations": summary}, indent=2) + "\n")
     return facts
 
 
@@ -367,32 +482,39 @@ def test_language_switch_opens_the_same_page(recorder, server):
 
 
 @pytest.mark.parametrize("lang,query,page", SEARCHES, ids=[f"{l}-{q}" for l, q, _ in SEARCHES])
-def test_search_finds(recorder, server, lang, query, page):
+def test_search_finds(search, lang, query, page):
     assert page in LESSONS, f"{page} is not a notebook any more: update SEARCHES"
-    found = search(recorder, server, lang, query)
+    found = search(lang, query)
     assert page in found, f"searching {lang} for {query!r} does not find {page}: {found}"
 
 
 @pytest.mark.parametrize("lang", LANGS)
-def test_search_finds_nothing_for_nonsense(recorder, server, lang):
-    assert search(recorder, server, lang, NONSENSE) == []
+def test_search_finds_nothing_for_nonsense(search, lang):
+    assert search(lang, NONSENSE) == []
 
 
-def search(recorder, server, lang, query, _cache={}):
-    """The pages (names) that the site's search lists for ``query``."""
-    key = (server, lang, query)
-    if key not in _cache:
-        rec = recorder()
-        page = rec.new_page()
-        page.goto(f"{server}/{lang}/search.html?q={query}")
-        page.wait_for_function("""() => {
-            const s = document.querySelector('#search-results .search-summary');
-            return s && s.textContent.trim().length > 0 && !document.querySelector('#search-progress')?.textContent.trim();
-        }""")
-        hrefs = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
-        assert not rec.errors and not rec.foreign, rec.errors + rec.foreign
-        _cache[key] = sorted({h.split("#")[0].split("?")[0].removesuffix(".html") for h in hrefs})
-    return _cache[key]
+@pytest.fixture(scope="session")
+def search(browser, server, site):
+    """``search(lang, query)``: the pages (names) that the site's search lists for ``query``, read
+    from one browser tab (the search index stays cached between queries)."""
+    rec = Recorder(browser, server)
+    page, cache = rec.new_page(), {}
+
+    def run(lang, query):
+        if (lang, query) not in cache:
+            rec.errors.clear()
+            rec.foreign.clear()
+            page.goto(f"{server}/{lang}/search.html?q={query}")
+            page.wait_for_function("""() => {
+                const s = document.querySelector('#search-results .search-summary');
+                return s && s.textContent.trim().length > 0 && !document.querySelector('#search-progress')?.textContent.trim();
+            }""")
+            hrefs = page.eval_on_selector_all("#search-results ul.search li a", "as => as.map(a => a.getAttribute('href'))")
+            assert not rec.errors and not rec.foreign, rec.errors + rec.foreign
+            cache[(lang, query)] = sorted({h.split("#")[0].split("?")[0].removesuffix(".html") for h in hrefs})
+        return cache[(lang, query)]
+    yield run
+    rec.context.close()
 
 
 def test_dark_mode_survives_a_reload_and_figures_stay_white(recorder, server):
@@ -431,9 +553,25 @@ def test_root_page_sends_readers_to_a_language(recorder, server, locale, lang):
     page.wait_for_url(f"{server}/{lang}/index.html")
 
 
-def test_screenshots(recorder, server):
-    """One page per language, one light and one dark, into _site/screenshots/ (look at them)."""
+def test_screenshots(recorder, server, search):
+    """Into _site/screenshots/ (look at them): a lesson in light and one in dark mode, both front
+    pages, the Chinese search for 学习率, and a lesson on a 375 px phone."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    page = recorder(viewport={"width": 1280, "height": 900}, color_scheme="light").new_page()
+    for lang in LANGS:
+        page.goto(f"{server}/{lang}/index.html")
+        page.screenshot(path=str(SHOTS / f"{lang}-index.png"), full_page=True)
+    assert search("zh", "学习率")
+    page.goto(f"{server}/zh/search.html?q=学习率")
+    page.wait_for_selector("#search-results .search-summary:not(:empty)")
+    page.screenshot(path=str(SHOTS / "zh-search-学习率.png"))
+    phone = recorder(viewport={"width": 375, "height": 800}, color_scheme="light").new_page()
+    name = next((n for n in LESSONS if "evaluation" in n), LESSONS[-1])
+    phone.goto(f"{server}/zh/{name}.html")
+    phone.screenshot(path=str(SHOTS / f"zh-{name}-375px.png"))
+    if phone.locator(".cell_output img").count():
+        phone.locator(".cell_output img").last.scroll_into_view_if_needed()
+        phone.screenshot(path=str(SHOTS / f"zh-{name}-375px-figure.png"))
     rec = recorder(viewport={"width": 1280, "height": 900}, color_scheme="light")
     page = rec.new_page()
     page.goto(f"{server}/en/{LESSONS[0]}.html")
@@ -446,3 +584,128 @@ def test_screenshots(recorder, server):
     page.locator(".cell_output img").first.scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / f"zh-{dark}-dark.png"))
     assert (SHOTS / f"en-{LESSONS[0]}-light.png").stat().st_size > 10_000
+
+
+# --- the front page -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_front_page_numbers_describes_and_times_the_lessons(crawl, lang):
+    items = crawl[(lang, "index")]["lessons"]
+    assert [i["href"] for i in items] == [f"{n}.html" for n in LESSONS], f"{lang}/index.html lists {items}"
+    for name, item in zip(LESSONS, items):
+        title_line, *rest = item["text"].strip().splitlines()
+        assert title_line.startswith(name[:2]), f"{lang}/index.html: {name} is not numbered: {title_line!r}"
+        description = [line for line in rest if line.strip() and line != item["run"]]
+        assert description and len(description[0]) >= 15, f"{lang}/index.html: {name} has no description"
+        run = expected(lang, name)["run"]
+        assert run and item["run"] and run["hardware"] in item["run"], (
+            f"{lang}/index.html: {name} does not show its stored run's hardware: {item['run']!r}")
+        assert re.search(r"\d+ (s|min|秒|分钟)", item["run"]), f"{lang}/index.html: {name}: no run time"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_front_page_says_how_to_run(crawl, lang):
+    text = crawl[(lang, "index")]["articleText"]
+    heading = {"en": "How to run", "zh": "如何运行"}[lang]
+    assert heading in text, f"{lang}/index.html has no '{heading}' section"
+    how = text.split(heading, 1)[1]
+    for needed in ("Colab", "pip install", "git clone", "make run"):
+        assert needed in how, f"{lang}/index.html: '{heading}' does not mention {needed}"
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_header_buttons_show_text_labels(crawl, desktop, width):
+    """Download, Colab, issue and edit buttons (and the language switch) show a label, not only an icon."""
+    facts = desktop if width == 1280 else crawl
+    bad = []
+    for (lang, name), info in facts.items():
+        if name not in LESSONS:
+            continue
+        labels = dict(info["labels"]) if width == 1280 else {k: v["label"] for k, v in info["actions"].items()}
+        for action in ("lang-switch", "download-notebook", "colab", "issue", "edit-source"):
+            if not labels.get(action):
+                bad.append(f"{lang}/{name} at {width} px: {action} has no visible label")
+        if "Colab" not in labels.get("colab", ""):
+            bad.append(f"{lang}/{name} at {width} px: the Colab button reads {labels.get('colab')!r}")
+    assert not bad, "\n".join(bad)
+
+
+# --- Chinese text, search -----------------------------------------------------------------------
+
+def test_chinese_pages_have_no_stray_spaces(crawl):
+    """No space between two Chinese characters, nor after Chinese punctuation (code aside): a line
+    break inside a Chinese paragraph of the sources must not reach the page as a space. Nor a
+    ``**`` left over from bold that did not close (``**硬件：**只需``, see GLOSSARY.md)."""
+    bad = {name: info["strayspaces"] for (lang, name), info in crawl.items()
+           if lang == "zh" and info["strayspaces"]}
+    count = sum(len(v) for v in bad.values())
+    assert not bad, f"{count} stray spaces in Chinese text:\n" + "\n".join(
+        f"zh/{name}: {snippet!r}" for name, found in bad.items() for snippet in found[:8])
+
+
+def pages_containing(crawl, lang: str, term: str) -> list[str]:
+    if lang == "zh":
+        has = lambda text: term in text
+    else:
+        pattern = re.compile(r"(?<![\w])" + re.escape(term).replace(r"\ ", r"\s+") + r"(?![\w])", re.I)
+        has = lambda text: pattern.search(text) is not None
+    return sorted(name for (l, name), info in crawl.items()
+                  if l == lang and name not in NOT_INDEXED and has(info["articleText"]))
+
+
+CORE = [(lang, term) for lang, terms in CORE_TERMS.items() for term in terms]
+
+
+@pytest.mark.parametrize("lang,term", CORE, ids=[f"{l}-{t}" for l, t in CORE])
+def test_search_finds_every_page_with_a_core_term(crawl, search, lang, term):
+    want = pages_containing(crawl, lang, term)
+    assert want, f"no {lang} page contains {term!r}: choose another core term"
+    found = search(lang, term)
+    missing = sorted(set(want) - set(found))
+    assert not missing, f"searching {lang} for {term!r} misses {missing} (found {found})"
+
+
+# --- accessibility, figures, code ---------------------------------------------------------------
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_no_serious_accessibility_violation(desktop, lang):
+    """axe-core on every page: nothing rated serious or critical (see axe-summary.json for all)."""
+    bad = [f"{lang}/{name}: {v['id']} ({v['impact']}): {v['help']} -- {v['nodes'][:3]}"
+           for (l, name), info in sorted(desktop.items()) if l == lang
+           for v in info["violations"] if v["impact"] in ("serious", "critical")]
+    assert not bad, "\n".join(bad)
+
+
+def test_figures_open_full_size_on_a_phone(crawl, browser):
+    """At 375 px every output figure is a link to its own image file, to open and zoom."""
+    bad, checked = [], set()
+    ctx = browser.new_context()
+    for (lang, name), info in crawl.items():
+        for fig in info["figureLinks"]:
+            if fig["href"] != fig["src"]:
+                bad.append(f"{lang}/{name}: figure {fig['src']} links to {fig['href']}")
+            elif fig["src"] not in checked:
+                checked.add(fig["src"])
+                response = ctx.request.get(fig["src"])
+                if response.status != 200 or not response.headers.get("content-type", "").startswith("image/"):
+                    bad.append(f"{lang}/{name}: {fig['src']}: HTTP {response.status}")
+            if not fig["alt"] or "/" in fig["alt"]:
+                bad.append(f"{lang}/{name}: figure {fig['src']} has the alt text {fig['alt']!r}")
+    ctx.close()
+    assert checked, "no figure found on any page"
+    assert not bad, "\n".join(bad)
+
+
+def test_the_code_column_holds_88_characters(desktop):
+    holds = {(lang, name): info["holds"] for (lang, name), info in desktop.items() if info["holds"]}
+    assert holds, "no code cell on any page"
+    short = {f"{lang}/{name}": h["width"] for (lang, name), h in holds.items() if not h["fits"]}
+    assert not short, f"an {CODE_COLUMNS}-character line scrolls sideways at 1280 px (code box px): {short}"
+
+
+@pytest.mark.parametrize("lang,name", LESSON_PARAMS, ids=LESSON_IDS)
+def test_no_code_cell_scrolls_sideways_at_1280px(desktop, lang, name):
+    info = desktop[(lang, name)]
+    assert info["codeCells"] == expected(lang, name)["code_cells"]
+    assert not info["wide"], (f"{lang}/{name}: {len(info['wide'])} code cells scroll sideways at 1280 px: "
+                              + "; ".join(f"+{w['extra']} px: {w['line'][:100]!r}" for w in info["wide"][:5]))
