@@ -2,6 +2,8 @@
 #   make run    install into .venv, then run every notebook (downloads CIFAR-10 unless
 #               CIFAR10_DATA_DIR points at a copy); results in runs/latest/summary.json
 #   make test   install into .venv, then the tests (the real-data tier too if CIFAR10_DATA_DIR is set)
+#   make test-fast  the edit loop (about 3 minutes): units, twins, static notebook checks;
+#               no notebook runs, no processes, no real data (pytest -m "not slow and not realdata")
 #   make standalone  each notebook alone in an empty folder and a fresh environment that
 #               installs the package from a wheel of this checkout (tools/standalone.py)
 #   make site   install requirements-site.txt into .venv, build the web site into _site/html
@@ -10,12 +12,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DOWNLOAD := $(if $(CIFAR10_DATA_DIR),,-p download True)
 
-.PHONY: run test standalone site site-test
+.PHONY: run test test-fast standalone site site-test
 run: $(VENV)/.installed
 	$(PY) -m cifar_helpers.run_all $(DOWNLOAD)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest
+
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not realdata"
 
 standalone: $(VENV)/.installed
 	$(PY) tools/standalone.py

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "fast_data": True,           # batches from decoded in-memory tensors instead of a DataLoader
     "resume": False,             # continue training from the checkpoint if it exists
     "print_every": 2000,         # notebook 03: print the running loss every N mini-batches
+    "resume_batches": 1000,      # notebook 03: mini-batches trained after its save-and-resume
     # the modern recipe (notebook 08; cifar_helpers.modern)
     "preset": "demo",            # "demo", "cpu5", "cpu10", "gpu94", "gpu5s", or "auto" (by device)
     "preset_changes": {},        # changes to the preset's fields, e.g. {"epochs": 5}
@@ -53,6 +54,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "fast_data": (bool,),
     "resume": (bool,),
     "print_every": (int,),
+    "resume_batches": (int,),
     "preset": (str,),
     "preset_changes": (dict,),
     "val_fraction": (float,),
@@ -83,6 +85,7 @@ class Params:
     fast_data: bool = DEFAULTS["fast_data"]
     resume: bool = DEFAULTS["resume"]
     print_every: int = DEFAULTS["print_every"]
+    resume_batches: int = DEFAULTS["resume_batches"]
     preset: str = DEFAULTS["preset"]
     preset_changes: dict = field(default_factory=dict)
     val_fraction: float = DEFAULTS["val_fraction"]
@@ -141,7 +144,7 @@ def make_params(**values: Any) -> Params:
 
 
 def _range_problem(name: str, value: Any) -> str | None:
-    if name in ("epochs", "batch_size", "print_every") and value < 1:
+    if name in ("epochs", "batch_size", "print_every", "resume_batches") and value < 1:
         return f"{name}={value} must be at least 1"
     if name == "lr" and not value > 0:
         return f"lr={value} must be > 0 (try 0.001)"

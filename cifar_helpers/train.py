@@ -45,7 +45,7 @@ def progress_bar(iterable: Iterable, total: int | None = None, desc: str | None 
 def default_print_every(num_batches: int) -> int:
     """The seed prints every 2000 mini-batches; shorter epochs print about 4 times.
 
-    Notebook 03 writes it as ``min(2000, max(1, len(trainloader) // 4))``.
+    ``min(2000, max(1, num_batches // 4))``; notebook 03 takes ``print_every`` as a parameter.
     """
     return min(2000, max(1, num_batches // 4))
 

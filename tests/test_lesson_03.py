@@ -1,126 +1,78 @@
-"""Notebook 03's training loop (cell ``twin-train-loop``) against ``cifar_helpers.train.train``:
-the same weights, tensor for tensor, the same losses, and an exact resume, on tiny data."""
+"""Notebook 03 on tiny data: its training loop (cell ``twin-train-loop``) against
+``cifar_helpers.train.train`` (the same weights, tensor for tensor, and the same printed lines),
+its save-and-resume cells (bit-identical weights), and the whole notebook with its exercises."""
 
 from __future__ import annotations
 
+import re
+
+import matplotlib
+import nbformat
 import pytest
 import torch
-import torch.nn as nn
-import torch.optim as optim
 
-from notebook_code import cell_source, run_cell
+from notebook_code import cell_source, notebook_path, run_cell
 
-from cifar_helpers import data
-from cifar_helpers.models import Net
-from cifar_helpers.train import NonFiniteLossError, train
+from cifar_helpers import models
+from cifar_helpers.train import train
 
 STEM = "03_training"
-SETTINGS = {"epochs": 2, "batch_size": 4, "lr": 0.01, "momentum": 0.9, "seed": 0}
+TINY = {"lr": 0.01, "print_every": 5}   # 80 images: 20 mini-batches an epoch, 4 printed lines
 
 
 @pytest.fixture(autouse=True)
-def _quiet_and_single_threaded(monkeypatch):
-    """No progress bars; one thread, as the notebook uses for batches of 4 (faster on busy cores)."""
-    monkeypatch.setenv("CIFAR_HELPERS_PROGRESS", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _restore_cpu_settings():
+    """The notebook's device cell sets one thread and turns oneDNN off; undo both afterwards."""
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     yield
     torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
 
 
-def fresh(tiny_folder, fast: bool, seed: int = 0):
-    """Net, criterion, optimizer and trainloader as the notebook's cells make them."""
-    torch.manual_seed(seed)
-    net = Net()
-    optimizer = optim.SGD(net.parameters(), lr=SETTINGS["lr"], momentum=SETTINGS["momentum"])
-    trainloader = data.make_loader(tiny_folder, True, SETTINGS["batch_size"], seed=SETTINGS["seed"],
-                                   fast=fast)
-    return net, nn.CrossEntropyLoss(), optimizer, trainloader
+def notebook(tiny_folder, tmp_path, net_class=None, **overrides) -> dict:
+    """A fresh namespace after the notebook's cells up to the model, on tiny data."""
+    ns = run_cell(STEM, "parameters", run_cell(STEM, "imports", {}))
+    ns.update(data_dir=str(tiny_folder), checkpoint=str(tmp_path / "ck" / "cifar_net.pth"),
+              **{**TINY, **overrides})
+    for tag in ("data", "decode", "device", "net"):
+        run_cell(STEM, tag, ns)
+    if net_class is not None:
+        ns["Net"] = net_class
+    return run_cell(STEM, "model", ns)
 
 
-def notebook_loop(tiny_folder, checkpoint, *, fast=True, epochs=2, resume=False, seed=0,
-                  source: str | None = None, criterion: nn.Module | None = None) -> dict:
-    """Run the notebook's imports and its training-loop cell; return the namespace."""
-    net, default_criterion, optimizer, trainloader = fresh(tiny_folder, fast, seed)
-    criterion = criterion or default_criterion
-    ns = run_cell(STEM, "imports", {})
-    ns.update(SETTINGS, epochs=epochs, net=net, criterion=criterion, optimizer=optimizer,
-              trainloader=trainloader, device=torch.device("cpu"), fast_data=fast,
-              checkpoint=str(checkpoint), resume=resume,
-              print_every=min(2000, max(1, len(trainloader) // 4)))
-    code = source if source is not None else cell_source(STEM, "twin-train-loop")
-    exec(compile(code, f"{STEM}[twin-train-loop]", "exec"), ns)
+def run_source(source: str, ns: dict, name: str = "cell") -> dict:
+    exec(compile(source, f"{STEM}[{name}]", "exec"), ns)
     return ns
 
 
-def package_train(tiny_folder, checkpoint, *, fast=True, epochs=2, resume=False, seed=0):
-    net, criterion, optimizer, trainloader = fresh(tiny_folder, fast, seed)
-    run = {"batch_size": SETTINGS["batch_size"], "lr": SETTINGS["lr"],
-           "momentum": SETTINGS["momentum"], "seed": SETTINGS["seed"],
-           "train_images": len(trainloader.dataset), "fast_data": fast}
-    history = train(net, trainloader, criterion, optimizer, epochs, "cpu", progress=False,
-                    checkpoint=checkpoint, resume=resume, run=run)
-    return net, history
-
-
-def same_weights(a: nn.Module, b: nn.Module) -> bool:
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def losses(history: dict) -> tuple[list, list]:
-    return history["step_loss"], [tuple(r) for r in history["running_loss"]]
+def package_run(tiny_folder, tmp_path, capsys) -> tuple[dict, dict, str]:
+    """``cifar_helpers.train.train`` (and ``models.Net``) on the notebook's own loader."""
+    ns = notebook(tiny_folder, tmp_path / "pkg", net_class=models.Net)
+    capsys.readouterr()
+    history = train(ns["net"], ns["trainloader"], ns["criterion"], ns["optimizer"], ns["epochs"],
+                    ns["device"], print_every=ns["print_every"], progress=False)
+    return ns, history, capsys.readouterr().out
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["tensor-loader", "dataloader"])
-def test_notebook_loop_equals_package_train(tiny_folder, tmp_path, capsys, fast):
-    ns = notebook_loop(tiny_folder, tmp_path / "nb.pth", fast=fast)
-    notebook_out = capsys.readouterr().out
-    net, history = package_train(tiny_folder, tmp_path / "pkg.pth", fast=fast)
-    package_out = capsys.readouterr().out
-    assert same_weights(ns["net"], net)
-    assert losses(ns["history"]) == losses(history) and len(history["step_loss"]) == 40
-    # the seed's lines, "[1,     5] loss: 2.316", the same in both
-    lines = [line for line in notebook_out.splitlines() if line.startswith("[")]
-    assert lines == package_out.splitlines() and len(lines) == 8
-    assert lines[0] == f"[1,     5] loss: {sum(history['step_loss'][:5]) / 5:.3f}"
-    assert notebook_out.splitlines()[-1].startswith("Finished Training: ")
-    # both write the same checkpoint format, which the other can resume from
-    for k, v in torch.load(tmp_path / "pkg.pth", weights_only=True)["state_dict"].items():
-        assert torch.equal(torch.load(tmp_path / "nb.pth", weights_only=True)["state_dict"][k], v)
+def test_notebook_loop_equals_package_train(tiny_folder, tmp_path, capsys):
+    nb = notebook(tiny_folder, tmp_path / "nb")
+    capsys.readouterr()
+    run_cell(STEM, "twin-train-loop", nb)
+    nb_out = capsys.readouterr().out.splitlines()
+    pkg, history, pkg_out = package_run(tiny_folder, tmp_path, capsys)
 
-
-def test_notebook_loop_resumes_exactly(tiny_folder, tmp_path, capsys):
-    whole = notebook_loop(tiny_folder, tmp_path / "whole.pth", epochs=3)
-    notebook_loop(tiny_folder, tmp_path / "cut.pth", epochs=1)             # stops after epoch 1
-    torch.manual_seed(123)                               # a new kernel: other random states
-    resumed = notebook_loop(tiny_folder, tmp_path / "cut.pth", epochs=3, resume=True, seed=7)
-    assert "resumed from" in capsys.readouterr().out
-    assert resumed["start_epoch"] == 1
-    assert same_weights(resumed["net"], whole["net"])
-    assert losses(resumed["history"]) == losses(whole["history"])
-    # and the package resumes the notebook's file to the same end
-    net, history = package_train(tiny_folder, tmp_path / "cut.pth", epochs=4, resume=True)
-    ref, ref_history = package_train(tiny_folder, tmp_path / "ref.pth", epochs=4)
-    assert history["resumed_from"] == 3 and same_weights(net, ref)
-    assert losses(history) == losses(ref_history)
-
-
-def test_notebook_loop_stops_at_a_nan_loss(tiny_folder, tmp_path):
-    class NaNAfter(nn.CrossEntropyLoss):
-        """Cross-entropy that turns NaN after 25 calls: in epoch 2, step 6."""
-        calls = 0
-
-        def forward(self, outputs, labels):
-            self.calls += 1
-            loss = super().forward(outputs, labels)
-            return loss * float("nan") if self.calls > 25 else loss
-
-    with pytest.raises(NonFiniteLossError) as err:
-        notebook_loop(tiny_folder, tmp_path / "c.pth", criterion=NaNAfter())
-    message = str(err.value)
-    assert "at epoch 2, step 6" in message and "lower learning rate" in message
-    assert "last good checkpoint (after epoch 1) is kept" in message
+    assert same_weights(nb["net"], pkg["net"])
+    assert nb["losses"] == history["step_loss"] and len(nb["losses"]) == 40
+    lines = [line for line in nb_out if line.startswith("[")]
+    assert lines == pkg_out.splitlines() and len(lines) == 8      # the seed's "[1,     5] loss: …"
+    assert lines[0] == f"[1,     5] loss: {sum(nb['losses'][:5]) / 5:.3f}"
+    assert nb_out[-2] == "Finished Training" and nb_out[-1].startswith("training took ")
 
 
 def test_the_twin_test_can_fail(tiny_folder, tmp_path, capsys):
@@ -128,7 +80,93 @@ def test_the_twin_test_can_fail(tiny_folder, tmp_path, capsys):
     source = cell_source(STEM, "twin-train-loop")
     mutated = source.replace("optimizer.zero_grad()", "pass")
     assert mutated != source
-    ns = notebook_loop(tiny_folder, tmp_path / "nb.pth", source=mutated)
-    net, history = package_train(tiny_folder, tmp_path / "pkg.pth")
-    assert not same_weights(ns["net"], net)
-    assert losses(ns["history"]) != losses(history)
+    nb = run_source(mutated, notebook(tiny_folder, tmp_path / "nb"))
+    pkg, history, _ = package_run(tiny_folder, tmp_path, capsys)
+    assert not same_weights(nb["net"], pkg["net"]) and nb["losses"] != history["step_loss"]
+
+
+def test_the_net_is_notebook_02s():
+    assert cell_source(STEM, "net") == cell_source("02_network", "twin-net")
+
+
+def trained(tiny_folder, tmp_path) -> dict:
+    ns = notebook(tiny_folder, tmp_path, epochs=1, resume_batches=15)
+    run_cell(STEM, "twin-train-loop", ns)
+    for tag in ("save-model", "load-model", "save-state", "continue-run"):
+        run_cell(STEM, tag, ns)
+    return ns
+
+
+def test_save_and_resume_give_bit_identical_weights(tiny_folder, tmp_path, capsys):
+    ns = trained(tiny_folder, tmp_path)
+    run_cell(STEM, "resume-run", ns)
+    assert capsys.readouterr().out.splitlines()[-2:] == ["True", "True"]   # loaded; resumed
+    assert ns["same_outputs"] and ns["same_weights"]
+    assert same_weights(ns["resumed_net"], ns["net"])
+    assert not same_weights(ns["loaded_net"], ns["net"])         # the run did go on
+    # notebook 04 loads a bare state_dict from `checkpoint`; the state file was renamed in place
+    saved = torch.load(ns["checkpoint"], weights_only=True)
+    assert list(saved) == list(models.Net().state_dict())
+    folder = (tmp_path / "ck")
+    assert sorted(p.name for p in folder.iterdir()) == ["cifar_net.pth", "training_state.pth"]
+    state = torch.load(folder / "training_state.pth", weights_only=True)
+    assert sorted(state) == ["data_order", "epoch", "model", "optimizer", "rng"]
+
+
+@pytest.mark.parametrize("line", ['resumed_optimizer.load_state_dict(state["optimizer"])',
+                                  'resumed_generator.set_state(state["data_order"])'])
+def test_resume_without_a_piece_of_the_state_is_not_identical(tiny_folder, tmp_path, line):
+    source = cell_source(STEM, "resume-run")
+    assert line in source
+    ns = run_source(source.replace(line, "pass"), trained(tiny_folder, tmp_path))
+    assert not ns["same_weights"]
+
+
+def code_cells() -> list[str]:
+    nb = nbformat.read(str(notebook_path(STEM)), as_version=4)
+    return [c.source for c in nb.cells if c.cell_type == "code"]
+
+
+def solutions() -> list[str]:
+    """The exercises' solution blocks (indented ```python fences in the last Markdown cell)."""
+    nb = nbformat.read(str(notebook_path(STEM)), as_version=4)
+    text = next(c.source for c in reversed(nb.cells) if "## Exercises" in c.source)
+    blocks = re.findall(r"^( +)```python\n(.*?)^\1```", text, flags=re.S | re.M)
+    return ["\n".join(line[len(indent):] for line in body.splitlines()) for indent, body in blocks]
+
+
+@pytest.mark.filterwarnings("ignore:FigureCanvasAgg is non-interactive")
+def test_the_notebook_and_its_exercises_run_on_tiny_data(tiny_folder, tmp_path, monkeypatch,
+                                                         capsys):
+    """All cells with the default print_every (which never fires on 20 mini-batches), then
+    every solution, in one namespace."""
+    matplotlib.use("Agg")
+    monkeypatch.chdir(tmp_path)
+    cells = code_cells()
+    ns: dict = {}
+    run_source(cells[0], ns)
+    run_source(cells[1], ns)
+    ns["data_dir"] = str(tiny_folder)
+    for k, source in enumerate(cells[2:], start=2):
+        run_source(source, ns, f"cell {k}")
+    out = capsys.readouterr().out
+    assert "loss:" not in out and "Finished Training" in out
+    assert "All checks passed. Last 40 mini-batches: mean loss" in out
+    assert (tmp_path / "checkpoints" / "cifar_net.pth").is_file()
+    found = solutions()
+    assert len(found) == 4
+    for k, source in enumerate(found, start=1):
+        run_source(source, ns, f"solution {k}")
+    out = capsys.readouterr().out
+    assert "lr 0.1:" in out and "same weights: False" in out
+
+
+def test_both_data_layouts_give_the_same_training_tensor(tiny_folder, tiny_tv, tmp_path):
+    """The data cell's two branches (class folders, torchvision's files) decode the same pixels."""
+    folder = notebook(tiny_folder, tmp_path / "a")["train_data"].tensors
+    tv = notebook(tiny_tv, tmp_path / "b", download=False)["train_data"].tensors
+    assert folder[0].shape == tv[0].shape == (80, 3, 32, 32)
+
+    def rows(images, labels):    # the two layouts list the images in different orders
+        return sorted(zip(labels.tolist(), images.flatten(1).tolist()))
+    assert rows(*folder) == rows(*tv)

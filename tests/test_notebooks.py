@@ -120,7 +120,7 @@ def test_build_refuses_a_markdown_cell_without_both_languages(tmp_path, monkeypa
 
 #: Per language: the navigation's contents link, the hardware label, the closing sections.
 TEMPLATE = {"en": ("[Contents]", "**Hardware:**", "## Summary", "## Exercises"),
-            "zh": ("[目录]", "**硬件：**", "## 小结", "## 练习")}
+            "zh": ("[目录]", "**硬件**：", "## 小结", "## 练习")}
 
 
 def lang_of(path: Path) -> str:
@@ -169,6 +169,7 @@ def test_stored_results_name_their_data_copy():
     assert "training images: 50000, test images: 10000" in text   # the whole data set
 
 
+@pytest.mark.slow
 def test_run_all_on_tiny_data(tiny_folder, tmp_path):
     """The main job's machinery on the notebooks that publish results (every notebook runs on
     tiny data in the standalone tier, and on the real data in the nbval tier)."""
@@ -193,6 +194,7 @@ def test_run_all_on_tiny_data(tiny_folder, tmp_path):
     assert "epochs = 3" in injected[0].source
 
 
+@pytest.mark.slow
 def test_run_all_reports_a_failing_notebook(tmp_path, capsys):
     out = tmp_path / "run"
     code = run_all.main(["--out", str(out), "--only", "01,02", "-p", "data_dir",
@@ -229,6 +231,7 @@ def test_run_all_turns_progress_bars_off_in_its_kernels_only(monkeypatch):
     assert run_all.PROGRESS_ENV == PROGRESS_ENV
 
 
+@pytest.mark.slow
 def test_either_language_gives_the_same_summary(tiny_folder, tmp_path, capfd):
     sockets = set(Path(tempfile.gettempdir()).glob("cifar-kernel-*"))
     runs = {lang: run_all.run(tmp_path / lang, {"data_dir": str(tiny_folder)}, only=["01", "02"],
@@ -247,6 +250,7 @@ def test_either_language_gives_the_same_summary(tiny_folder, tmp_path, capfd):
     assert sorted(p.name for p in (tmp_path / "zh").glob("*.ipynb")) == ["01_data.zh.ipynb", "02_network.zh.ipynb"]
 
 
+@pytest.mark.slow
 def test_inplace_run_writes_both_languages_and_records_its_run(tiny_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_DATA_DIR", str(tiny_folder))      # an in-place run takes no -p
     for lang in ("en", "zh"):

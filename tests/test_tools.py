@@ -10,6 +10,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -31,6 +33,7 @@ def gpu_check(repo: Path, out: Path, timeout: int = 600, **env_changes: str) -> 
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_every_step_from_the_packed_data(tiny_folder, tmp_path):
     repo = checkout_with_script(tmp_path)
     (repo / ".gpu").mkdir()
@@ -51,6 +54,7 @@ def test_gpu_check_runs_every_step_from_the_packed_data(tiny_folder, tmp_path):
     assert "failed" not in log
 
 
+@pytest.mark.slow
 def test_gpu_check_goes_on_past_failing_steps_and_names_them(tiny_folder, tmp_path):
     repo = checkout_with_script(tmp_path)
     broken = tmp_path / "broken" / "cifar_helpers"       # a package that fails at import: every
