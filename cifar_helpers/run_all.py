@@ -265,10 +265,14 @@ def take_outputs(nb, executed) -> None:
 
 
 @contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    """Set environment variables for the duration of a ``with`` block."""
+def environment(**values: str | None) -> Iterator[None]:
+    """Set environment variables (None: unset one) for the duration of a ``with`` block."""
     saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:

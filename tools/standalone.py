@@ -266,23 +266,10 @@ def write_tiny_data(root: Path) -> Path:
     return root
 
 
-@contextlib.contextmanager
-def environment(changes: dict[str, str | None]) -> Iterator[None]:
+def environment(changes: dict[str, str | None]) -> contextlib.AbstractContextManager:
     """``os.environ`` changed for a ``with`` block (None: unset); the kernels inherit it."""
-    saved = {k: os.environ.get(k) for k in changes}
-    for k, v in changes.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    from cifar_helpers.run_all import environment as run_all_environment
+    return run_all_environment(**changes)
 
 
 def kernel_environment(venv: Path, pins: Path) -> dict[str, str | None]:
