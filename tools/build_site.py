@@ -38,6 +38,13 @@ NAV_LINK = re.compile(r"\]\(\.\./README\.md(#[^)]*)?\)")
 VISIBLE = ("text/plain", "text/html", "image/png", "image/jpeg", "image/svg+xml", "text/markdown",
            "text/latex")
 UNTITLED: list[str] = []                      # notebooks without a "# " title, found while staging
+#: The clone-and-run commands, the same in both languages' "How to run".
+CLONE_BLOCK = """```bash
+git clone {url}
+cd {folder}
+make run    # install into .venv, then run every notebook (downloads CIFAR-10 first)
+make test   # install into .venv, then the tests
+```"""
 TEXT = {
     "en": {"index_title": "CIFAR-10 with PyTorch: an executable tutorial",
            "intro": "PyTorch's classic lesson *Training a Classifier* as notebooks that run top to "
@@ -66,12 +73,7 @@ To install the helper package yourself: `pip install "{spec}"`.
 
 **The whole course.** Clone the repository and use its two commands:
 
-```bash
-git clone {url}
-cd {folder}
-make run    # install into .venv, then run every notebook (downloads CIFAR-10 first)
-make test   # install into .venv, then the tests
-```
+{clone_block}
 
 Each takes about half an hour on a 2-core CPU. Running the notebooks with other parameters, and
 what the tests check: [For teachers](teachers.md).
@@ -100,12 +102,7 @@ jupyter lab 01_data.zh.ipynb
 
 **运行整个课程**。克隆仓库，然后用它的两条命令：
 
-```bash
-git clone {url}
-cd {folder}
-make run    # install into .venv, then run every notebook (downloads CIFAR-10 first)
-make test   # install into .venv, then the tests
-```
+{clone_block}
 
 在双核 CPU 上每条命令各需约半小时。用别的参数运行笔记本、测试检查什么：见[给教师（英文）](teachers.md)。
 """},
@@ -257,7 +254,7 @@ def stage(lang: str, out: Path) -> list[str]:
         f"# {t['index_title']}\n\n{t['intro']}\n\n"
         + toc(t["notebooks"], pages) + "\n" + toc(t["more"], docs)
         + f"\n## {t['lessons']}\n\n```{{rst-class}} lessons\n```\n\n{lines}\n\n"
-        + f"## {t['how']}\n\n" + t["how_text"].format(**package()),
+        + f"## {t['how']}\n\n" + t["how_text"].format(clone_block=CLONE_BLOCK.format(**package()), **package()),
         encoding="utf-8")
     return pages
 
