@@ -120,7 +120,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         dist.init_process_group(backend, timeout=timedelta(seconds=60),
                                 device_id=device if device.type == "cuda" else None)
     try:
-        return _train(args, rank, world_size, device, backend, distributed)
+        result = _train(args, rank, world_size, device, backend, distributed)
+        if distributed:   # leave together: no rank tears gloo down while a peer still uses it
+            dist.barrier()
+        return result
     finally:
         if distributed and dist.is_initialized():
             dist.destroy_process_group()
