@@ -9,32 +9,12 @@ from typing import Any, Sequence
 import torch
 import torch.nn as nn
 
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, MEAN, STD
 from .models import MODELS
+# CheckpointError, check_same_run and save_atomic live in runstate; imported from here too
+from .runstate import CheckpointError, check_same_run, read_state, save_atomic  # noqa: F401
 
 FORMAT = "cifar_helpers.checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or made for another model; the message says which."""
-
-
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to a temporary file, flush it to disk, then rename it over ``path``.
-
-    A crash or a failed write leaves any previous file at ``path`` intact.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def save_model(path: str | os.PathLike, net: nn.Module, classes: Sequence[str],
@@ -61,7 +41,6 @@ def normalization_of(info: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
     ``ConvGroupNet`` (``modern.normalize``) and for a ``Net`` trained by a recipe with
     ``normalize="dataset"`` (``speed.py``), the seed's (0.5, 0.5, 0.5) for any other ``Net``.
     """
-    from .data import CIFAR10_MEAN, CIFAR10_STD, MEAN, STD
     entry = info.get("normalization")
     if entry is not None:
         mean, std = tuple(float(m) for m in entry["mean"]), tuple(float(s) for s in entry["std"])
@@ -81,13 +60,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path.resolve()}. Run notebook 03_training "
                               f"(it saves one there), or set `checkpoint` to the file you saved.")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # torch.load's reason can run over many lines: keep its first
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
-        raise CheckpointError(f"Checkpoint {path} is corrupt or truncated ({reason}). Delete it and "
-                              f"train again with the notebook that wrote it (03_training or "
-                              f"08_modern_recipe).") from err
+    blob = read_state(path)
     if isinstance(blob, dict) and blob.get("format") == FORMAT:
         return blob
     bare = from_state_dict(blob)
@@ -104,25 +77,15 @@ def from_state_dict(blob: Any) -> dict | None:
 
     The seed's lesson normalizes with (0.5, 0.5, 0.5) and uses CIFAR-10's ten classes.
     """
-    from .data import CIFAR10_CLASSES, MEAN, STD
     keys = ("conv1.weight", "conv2.weight", "fc1.weight", "fc3.weight")
     if not isinstance(blob, dict) or not all(isinstance(blob.get(k), torch.Tensor) for k in keys):
         return None
     c1, c2, classes = blob["conv1.weight"].shape[0], blob["conv2.weight"].shape[0], \
         blob["fc3.weight"].shape[0]
-    return {"format": FORMAT, "model": "Net", "config": {"c1": c1, "c2": c2, "num_classes": classes},
+    return {"format": FORMAT, "model": "Net",
+            "config": {"c1": c1, "c2": c2, "num_classes": classes},
             "classes": list(CIFAR10_CLASSES) if classes == 10 else [str(i) for i in range(classes)],
             "state_dict": dict(blob), "normalization": normalization_entry(MEAN, STD)}
-
-
-def check_same_run(state: dict, run: dict, path: str | os.PathLike) -> None:
-    """Refuse to resume ``state`` with settings other than the ``run`` that wrote it."""
-    saved = state.get("run", {})
-    changed = {k: (saved.get(k), v) for k, v in run.items() if saved.get(k) != v}
-    if changed:
-        what = ", ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in changed.items())
-        raise CheckpointError(f"cannot resume {path} with other settings ({what}); use the same "
-                              f"parameters, or start again without resuming.")
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu",
@@ -144,6 +107,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu",
     try:
         net.load_state_dict(blob["state_dict"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit {name}({blob['config']}): {err}") from err
+        raise CheckpointError(f"{path}: the weights do not fit {name}({blob['config']}): "
+                              f"{err}") from err
     info = {k: v for k, v in blob.items() if k != "state_dict"}
     return net.to(device), info

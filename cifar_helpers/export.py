@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .runstate import num_threads
+
 BACKENDS = ("eager", "exported", "onnxruntime")
 
 
@@ -110,13 +112,8 @@ def time_backends(runs: dict[str, Callable[[torch.Tensor], Any]], batch_size: in
     a busy machine falls on all of them, not on one. ``threads`` (default: torch's current
     count) is set for torch here and should be the one the ONNX Runtime session was made with.
     """
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads or old)
-    try:
-        with torch.inference_mode():
-            latencies, batch_seconds = _time(runs, batch_size, calls, batches, rounds, warmup, seed)
-    finally:
-        torch.set_num_threads(old)
+    with num_threads(threads), torch.inference_mode():
+        latencies, batch_seconds = _time(runs, batch_size, calls, batches, rounds, warmup, seed)
     result = {}
     for name in runs:
         ms = sorted(1000 * t for t in latencies[name])

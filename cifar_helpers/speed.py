@@ -1,4 +1,5 @@
-"""Time-to-accuracy for the seed's ``Net``: the seed's recipe and the project's fast one, timed alike."""
+"""Time-to-accuracy for the seed's ``Net``: the seed's recipe and the project's fast one, timed
+alike."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ import torch
 import torch.nn as nn
 
 from . import data
-from .checkpoint import CheckpointError, check_same_run, read_checkpoint
+from .checkpoint import save_model
 from .evaluate import accuracy, predict
 from .devices import cpu_threads, supports_bf16, synchronize
 from .models import Net
-from .train import (NonFiniteLossError, loader_normalization, save_checkpoint, rng_state,
-                    set_rng_state, set_step_delay_from_env, step_delay)
+from .runstate import (CheckpointError, NonFiniteLossError, capture_rng, check_finite,
+                       check_writable, checkpoint_lock, load_for_resume, num_threads, restore_rng,
+                       step_hook)
+from .train import loader_normalization
 
 
 #: torch's CPU thread count when this module was imported: what ``threads=None`` runs with, as
@@ -66,7 +69,8 @@ RECIPES = {"fast": FAST, "seed-in-memory": SEED_IN_MEMORY, "seed-code": SEED}
 
 
 def lr_factor(step: int, total: int, warmup: float, decay: bool) -> float:
-    """Multiplier of the peak lr at ``step`` of ``total``: linear warm-up, then flat or linear decay."""
+    """Multiplier of the peak lr at ``step`` of ``total``: linear warm-up, then flat or linear
+    decay."""
     w = int(round(warmup * total))
     if step < w:
         return (step + 1) / w
@@ -82,7 +86,8 @@ def scaled_lr(base_lr: float, base_batch: int, batch_size: int) -> float:
 
 
 def warm_up(recipe: Recipe, device: torch.device, steps: int = 3) -> None:
-    """A few untimed steps of a throwaway Net at the recipe's batch shape (one-time kernel set-up)."""
+    """A few untimed steps of a throwaway Net at the recipe's batch shape (one-time kernel
+    set-up)."""
     net = Net().to(device)
     opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
     x = torch.randn(recipe.batch_size, 3, 32, 32, device=device)
@@ -95,11 +100,13 @@ def warm_up(recipe: Recipe, device: torch.device, steps: int = 3) -> None:
 
 def make_loader(recipe: Recipe, data_dir: str, train: bool, seed: int,
                 size: int | None = None, batch_size: int | None = None):
-    """The recipe's loader for one split (test batches may be larger: they do not change results)."""
+    """The recipe's loader for one split (test batches may be larger: they do not change
+    results)."""
     bs = batch_size or recipe.batch_size
-    if recipe.loader == "seed":  # verbatim: DataLoader(dataset, batch_size=4, shuffle=..., num_workers=2)
+    if recipe.loader == "seed":  # verbatim: DataLoader(ds, batch_size=4, shuffle=.., num_workers=2)
         ds = data.subset(data.cifar10(data_dir, train=train, transform=data.seed_transform()), size)
-        return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=train, num_workers=recipe.num_workers)
+        return torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=train,
+                                           num_workers=recipe.num_workers)
     stats = ((data.CIFAR10_MEAN, data.CIFAR10_STD) if recipe.normalize == "dataset"
              else (data.MEAN, data.STD))
     return data.make_loader(data_dir, train, bs, seed=seed, size=size, fast=recipe.loader == "fast",
@@ -107,11 +114,12 @@ def make_loader(recipe: Recipe, data_dir: str, train: bool, seed: int,
 
 
 def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.device = "cpu",
-        train_size: int | None = None, test_size: int | None = None, eval_every: float | None = None,
+        train_size: int | None = None, test_size: int | None = None,
+        eval_every: float | None = None,
         log: Callable[[str], None] | None = None, checkpoint: str | Path | None = None,
         resume: bool = False, return_net: bool = False) -> dict:
-    """Train a fresh ``Net`` with ``recipe``; return seconds, accuracy and the accuracy-vs-time curve
-    (and, with ``return_net``, the trained net under ``"net"``).
+    """Train a fresh ``Net`` with ``recipe``; return seconds, accuracy and the accuracy-vs-time
+    curve (and, with ``return_net``, the trained net under ``"net"``).
 
     Only training is timed: loader set-up and evaluations (every ``eval_every`` epochs, and at the
     end) stop the clock. Loading the in-memory tensors from their cache happens before timing.
@@ -119,14 +127,9 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
     ``resume`` continues exactly from that file.
     """
     device = torch.device(device)
-    old_threads = torch.get_num_threads()
-    if recipe.threads == "auto":
-        torch.set_num_threads(cpu_threads(recipe.batch_size))
-    elif recipe.threads:
-        torch.set_num_threads(int(recipe.threads))
-    else:
-        torch.set_num_threads(TORCH_DEFAULT_THREADS)
-    try:
+    threads = (cpu_threads(recipe.batch_size) if recipe.threads == "auto"
+               else int(recipe.threads or TORCH_DEFAULT_THREADS))
+    with num_threads(threads):
         warm_up(recipe, device)
         torch.manual_seed(seed)
         trainloader = make_loader(recipe, data_dir, True, seed, train_size)
@@ -155,32 +158,32 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
         settings = {"recipe": asdict(recipe), "seed": seed, "train_size": train_size,
                     "test_size": test_size, "eval_every": eval_every}
         path = Path(checkpoint) if checkpoint else None
+        if path is not None:
+            check_writable(path)                  # a bad path fails now, not after an epoch
+        generator = getattr(trainloader, "generator", None)      # a DataLoader's shuffling
+        generator = generator if isinstance(generator, torch.Generator) else None
         resumed_from = 0
-        if path is not None and resume and path.exists():
-            state = read_checkpoint(path)
-            if state.get("model") != "Net" or state.get("config") != net.config() or "optimizer" not in state:
+        state = load_for_resume(path, settings) if path is not None and resume else None
+        if state is not None:
+            if state.get("model") != "Net" or state.get("config") != net.config():
                 raise CheckpointError(f"{path} is not a time-to-accuracy checkpoint of Net(); use "
                                       f"another checkpoint path or resume=False.")
-            check_same_run(state, settings, path)
             net.load_state_dict(state["state_dict"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None:
                 scheduler.load_state_dict(state["scheduler"])
-            set_rng_state(state["rng"])
-            if state.get("generator") is not None:
-                trainloader.generator.set_state(state["generator"])
-            step, seconds, images, curve = state["step"], state["seconds"], state["images"], state["curve"]
+            # files from before runstate kept the generator's state beside "rng"
+            restore_rng({"generator": state.get("generator"), **state["rng"]}, generator)
+            step, seconds = state["step"], state["seconds"]
+            images, curve = state["images"], state["curve"]
             resumed_from = step // steps_per_epoch
 
         def save() -> None:
-            generator = getattr(trainloader, "generator", None)
-            save_checkpoint(path, net, data.CIFAR10_CLASSES, f"at step {step}",
-                            epoch=step // steps_per_epoch, step=step, seconds=seconds, images=images,
-                            curve=curve, run=settings, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict() if scheduler is not None else None,
-                            normalization=loader_normalization(trainloader),
-                            rng=rng_state(), generator=generator.get_state()
-                            if isinstance(generator, torch.Generator) else None)
+            save_model(path, net, data.CIFAR10_CLASSES, epoch=step // steps_per_epoch, step=step,
+                       seconds=seconds, images=images, curve=curve, run=settings,
+                       optimizer=optimizer.state_dict(),
+                       scheduler=scheduler.state_dict() if scheduler is not None else None,
+                       normalization=loader_normalization(trainloader), rng=capture_rng(generator))
 
         def evaluate() -> float:
             acc = accuracy(*predict(net, testloader, device))
@@ -193,7 +196,7 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
         net.train()
         while step < total:
             if hasattr(trainloader, "set_epoch"):
-                trainloader.set_epoch(step // steps_per_epoch)   # the order depends on the epoch alone
+                trainloader.set_epoch(step // steps_per_epoch)   # the order: from the epoch alone
             start = time.perf_counter()
             for inputs, labels in trainloader:
                 inputs = inputs.to(device, non_blocking=True, memory_format=memory_format)
@@ -207,12 +210,10 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                     scheduler.step()
                 step += 1
                 images += len(labels)
-                if path is not None and not torch.isfinite(loss):   # checkpointed runs: stop at once
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at epoch {(step - 1) // steps_per_epoch + 1}, step "
-                        f"{(step - 1) % steps_per_epoch + 1}: training diverged. Try a lower learning "
-                        f"rate (lr). The checkpoint of the last finished epoch is kept at {path}.")
-                step_delay()                                    # test hook; a no-op unless set
+                if path is not None:                            # checkpointed runs: stop at once
+                    check_finite(loss, (step - 1) // steps_per_epoch,
+                                 (step - 1) % steps_per_epoch, checkpoint=path)
+                step_hook(step)                                 # test hook; a no-op unless set
                 if step in eval_steps or step == total:
                     synchronize(device)
                     seconds += time.perf_counter() - start
@@ -233,17 +234,12 @@ def run(recipe: Recipe, data_dir: str, *, seed: int = 0, device: str | torch.dev
                 "test_accuracy": final, "images_per_second": images / seconds if seconds else None,
                 "train_images": images, "curve": curve, "threads": torch.get_num_threads(),
                 "bf16": use_bf16, **({"net": net} if return_net else {})}
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def loader_throughput(loader, batches: int, threads: int | None = None) -> float:
     """Images per second for iterating ``batches`` batches of ``loader`` (no training), on
     ``threads`` torch threads in this process (None: as set now; restored afterwards)."""
-    old = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
+    with num_threads(threads):
         start = time.perf_counter()
         n = 0
         for i, (inputs, labels) in enumerate(loader):
@@ -251,8 +247,6 @@ def loader_throughput(loader, batches: int, threads: int | None = None) -> float
             if i + 1 >= batches:
                 break
         return n / (time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old)
 
 
 def step_throughput(batch_size: int, threads: int, steps: int = 200,
@@ -266,17 +260,16 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
     ``bf16`` autocasts only where the device has fast bfloat16 (as the recipes do); ``force_bf16``
     autocasts anyway, to show what it costs without hardware support.
     """
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    try:
+    with num_threads(threads):
         warm_up(Recipe("probe", batch_size=batch_size), device)
         net = Net(*widths).to(device, memory_format=fmt)
         opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9)
         x = torch.randn(batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (batch_size,), device=device)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=force_bf16 or (bf16 and supports_bf16(device)))
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                                  enabled=force_bf16 or (bf16 and supports_bf16(device)))
         best = float("inf")
         for i in range(3 + steps * repeats):
             if i >= 3 and (i - 3) % steps == 0:   # the first 3 steps set up kernels: not timed
@@ -291,8 +284,6 @@ def step_throughput(batch_size: int, threads: int, steps: int = 200,
                 synchronize(device)
                 best = min(best, time.perf_counter() - start)
         return steps * batch_size / best
-    finally:
-        torch.set_num_threads(old)
 
 
 #: The ``Net`` channel widths that notebook 06 times: the seed's and two wider variants.
@@ -317,7 +308,8 @@ def epoch_seconds(devices: Sequence[str], batch_sizes: Sequence[int] = (4, 128),
 
 
 def format_epoch_table(table: dict[tuple[str, int, str], float]) -> str:
-    """:func:`epoch_seconds`' table as text: one row per net and batch size, one column per device."""
+    """:func:`epoch_seconds`' table as text: one row per net and batch size, one column per
+    device."""
     rows = list(dict.fromkeys((name, b) for name, b, _ in table))
     devices = list(dict.fromkeys(d for _, _, d in table))
     lines = [f"{'seconds per epoch':<22}{'batch':>6}" + "".join(f"{d:>12}" for d in devices)]
@@ -328,20 +320,16 @@ def format_epoch_table(table: dict[tuple[str, int, str], float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: one recipe's time-to-accuracy run, checkpointed every epoch; JSON last line."""
-    import os
+    from .params import add_arguments
 
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.speed", description=main.__doc__)
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="fast")
-    parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    add_arguments(parser, "data_dir", "seed", "device", device="cpu")
     parser.add_argument("--epochs", type=float, default=None, help="override the recipe's epochs")
-    parser.add_argument("--train-size", type=int, default=None)
-    parser.add_argument("--test-size", type=int, default=None)
+    add_arguments(parser, "train_size", "test_size")
     parser.add_argument("--checkpoint", default=None, help="write the training state here every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
     args = parser.parse_args(argv)
-    set_step_delay_from_env()
     recipe = RECIPES[args.recipe]
     try:
         if args.epochs is not None:
@@ -351,11 +339,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         if args.resume and not args.checkpoint:
             raise ValueError("--resume needs --checkpoint (the file to continue from)")
         from .devices import get_device
-        result = run(recipe, args.data_dir, seed=args.seed, device=get_device(args.device),
-                     train_size=args.train_size, test_size=args.test_size,
-                     checkpoint=args.checkpoint, resume=args.resume)
-    except (data.DataError, CheckpointError, ValueError, RuntimeError) as err:
-        print(f"speed: {err}", file=sys.stderr)
+        device = get_device(args.device)
+        if args.checkpoint:
+            check_writable(args.checkpoint)       # a bad path fails now, not after an epoch
+        lock = checkpoint_lock(args.checkpoint) if args.checkpoint else contextlib.nullcontext()
+        with lock:
+            result = run(recipe, args.data_dir, seed=args.seed, device=device,
+                         train_size=args.train_size, test_size=args.test_size,
+                         checkpoint=args.checkpoint, resume=args.resume)
+    except (data.DataError, CheckpointError, NonFiniteLossError, ValueError, RuntimeError) as err:
+        print(f"cifar_helpers.speed: {err}", file=sys.stderr)
         raise SystemExit(2)
     result = {k: v for k, v in result.items() if k != "curve"}
     print(json.dumps(result))

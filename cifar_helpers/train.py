@@ -5,10 +5,9 @@ that resume exactly, and guards — and ``python -m cifar_helpers.train``, noteb
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import math
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -18,16 +17,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from .checkpoint import (CheckpointError, check_same_run, normalization_entry, read_checkpoint,
-                         save_model)
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names epoch and step."""
-
-
-class CheckpointWriteError(OSError):
-    """A checkpoint could not be written; the previous one is intact."""
+from .checkpoint import normalization_entry, save_model
+from .data import CIFAR10_CLASSES
+# NonFiniteLossError lives in runstate; tests and notebooks import it from here too
+from .runstate import (CheckpointError, NonFiniteLossError, capture_rng, check_finite,  # noqa: F401
+                       check_writable, checkpoint_lock, load_for_resume, loader_state, num_threads,
+                       restore_loader, restore_rng, step_hook)
 
 
 PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # "0": no progress bars (run_all sets it for stored runs)
@@ -50,47 +45,10 @@ def default_print_every(num_batches: int) -> int:
     return min(2000, max(1, num_batches // 4))
 
 
-def rng_state() -> dict:
-    """Every random number generator a training step may draw from."""
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x):
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _loader_state(loader) -> dict:
-    """What fixes the next epoch's order: the pass counter (TensorLoader) or the shuffling
-    generator (DataLoader)."""
-    if hasattr(loader, "set_epoch") and isinstance(getattr(loader, "epoch", None), int):
-        return {"epoch": loader.epoch}
-    generator = getattr(loader, "generator", None)
-    return {"generator": generator.get_state()} if isinstance(generator, torch.Generator) else {}
-
-
-def _set_loader_state(loader, state: dict, epochs_done: int) -> None:
-    if "epoch" in state:
-        loader.set_epoch(state["epoch"])
-    elif "generator" in state:
-        loader.generator.set_state(state["generator"])
-    elif hasattr(loader, "set_epoch"):           # a checkpoint from before the counter was saved
-        loader.set_epoch(epochs_done)
-
-
 def loader_normalization(loader) -> dict | None:
     """The ``normalization`` checkpoint entry of the batches ``loader`` gives: a ``TensorLoader``'s
     mean and std, or the ``Normalize`` in a ``DataLoader``'s dataset transform; None if neither."""
-    def values(t) -> list[float]:    # float32 tensors: their shortest decimals (0.4914, not 0.49140000343)
+    def values(t) -> list[float]:    # float32: shortest decimals (0.4914, not 0.49140000343)
         return [float(str(v)) for v in torch.as_tensor(t).flatten().cpu().numpy()]
 
     if hasattr(loader, "mean") and hasattr(loader, "std"):
@@ -123,44 +81,24 @@ def resume_or_start(checkpoint: str | Path | None, net: nn.Module, optimizer, tr
     """
     if not resume or checkpoint is None:
         return 0, new_history()
-    path = Path(checkpoint)
-    if not path.exists():
+    state = load_for_resume(checkpoint, dict(run or {}))
+    if state is None:
         print(f"no checkpoint at {checkpoint} yet: starting at epoch 1")
         return 0, new_history()
-    state = read_checkpoint(path)
     if state.get("model") != type(net).__name__ or state.get("config") != net.config():
-        raise CheckpointError(f"{path} holds a {state.get('model')}{state.get('config')}, not the "
-                              f"{type(net).__name__}{net.config()} being trained; use another "
-                              f"checkpoint path or resume=False.")
-    if "optimizer" not in state:
-        raise CheckpointError(f"{path} holds only model weights, no training state to resume from; "
-                              f"use resume=False (or another checkpoint path).")
-    check_same_run(state, dict(run or {}), path)
+        raise CheckpointError(f"{checkpoint} holds a {state.get('model')}{state.get('config')}, "
+                              f"not the {type(net).__name__}{net.config()} being trained; use "
+                              f"another checkpoint path or resume=False.")
     net.load_state_dict(state["state_dict"])
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    _set_loader_state(trainloader, state.get("loader", {}), state["epoch"])
+    restore_rng(state["rng"])
+    restore_loader(trainloader, state.get("loader", {}), state["epoch"])
     print(f"resumed from {checkpoint} after epoch {state['epoch']}")
     history = state["history"]
     return state["epoch"], {"step_loss": list(history["step_loss"]),
                             "running_loss": [tuple(r) for r in history["running_loss"]]}
-
-
-def check_finite(loss: torch.Tensor | float, epoch: int, step: int,
-                 checkpoint: str | Path | None = None) -> None:
-    """Stop training with a clear message when ``loss`` is NaN or infinite.
-
-    ``epoch`` and ``step`` count from 0, as ``range`` and ``enumerate`` do in the loop.
-    """
-    value = float(loss.item() if isinstance(loss, torch.Tensor) else loss)
-    if math.isfinite(value):
-        return
-    kept = (f" The last good checkpoint (after epoch {epoch}) is kept at {checkpoint}."
-            if checkpoint is not None and Path(checkpoint).exists() else "")
-    raise NonFiniteLossError(f"loss is {value} at epoch {epoch + 1}, step {step + 1}: training "
-                             f"diverged. Try a lower learning rate (lr).{kept}")
 
 
 def save_training_state(checkpoint: str | Path, net: nn.Module, optimizer, trainloader,
@@ -169,14 +107,13 @@ def save_training_state(checkpoint: str | Path, net: nn.Module, optimizer, train
     """Write everything :func:`resume_or_start` needs to ``checkpoint``, atomically: weights,
     model name and config, classes, optimizer and scheduler state, random generators, the
     loader's position, ``epochs_done``, the loss history and the ``run`` settings."""
-    from .data import CIFAR10_CLASSES
-    save_checkpoint(Path(checkpoint), net, classes or CIFAR10_CLASSES, f"after epoch {epochs_done}",
-                    epoch=epochs_done, run=dict(run or {}), optimizer=optimizer.state_dict(),
-                    scheduler=scheduler.state_dict() if scheduler is not None else None,
-                    rng=rng_state(), loader=_loader_state(trainloader),
-                    normalization=loader_normalization(trainloader),
-                    history={"step_loss": list(history["step_loss"]),
-                             "running_loss": list(history["running_loss"])})
+    save_model(checkpoint, net, classes or CIFAR10_CLASSES, epoch=epochs_done, run=dict(run or {}),
+               optimizer=optimizer.state_dict(),
+               scheduler=scheduler.state_dict() if scheduler is not None else None,
+               rng=capture_rng(), loader=loader_state(trainloader),
+               normalization=loader_normalization(trainloader),
+               history={"step_loss": list(history["step_loss"]),
+                        "running_loss": list(history["running_loss"])})
 
 
 def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
@@ -194,6 +131,8 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
     """
     device = torch.device(device)
     print_every = print_every or default_print_every(len(trainloader))
+    if checkpoint is not None:
+        check_writable(checkpoint)                # a bad path fails now, not after an epoch
     start_epoch, history = resume_or_start(checkpoint, net, optimizer, trainloader, run, resume,
                                            scheduler=scheduler)
     net.train()
@@ -201,7 +140,8 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
         running_loss = 0.0
         bar = progress_bar(trainloader, len(trainloader), f"epoch {epoch + 1}/{epochs}", progress)
         for i, (inputs, labels) in enumerate(bar):
-            inputs, labels = inputs.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            inputs = inputs.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
             optimizer.zero_grad()
             outputs = net(inputs)
             loss = criterion(outputs, labels)
@@ -210,7 +150,7 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
             if scheduler is not None:
                 scheduler.step()
 
-            check_finite(loss, epoch, i, checkpoint)
+            check_finite(loss, epoch, i, checkpoint=checkpoint)
             history["step_loss"].append(loss.item())
             running_loss += loss.item()
             if i % print_every == print_every - 1:
@@ -218,7 +158,7 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
                 tqdm.write(line) if isinstance(bar, tqdm) else print(line)
                 history["running_loss"].append((epoch + 1, i + 1, running_loss / print_every))
                 running_loss = 0.0
-            step_delay()
+            step_hook(epoch * len(trainloader) + i + 1)     # test hook; a no-op unless set
         if isinstance(bar, tqdm):
             bar.close()
         if checkpoint is not None:
@@ -228,52 +168,19 @@ def train(net: nn.Module, trainloader: Iterable, criterion: nn.Module,
     return history
 
 
-def save_checkpoint(path: Path, net: nn.Module, classes: Sequence[str], when: str, **state) -> None:
-    """``save_model``, with a failed write turned into a ``CheckpointWriteError`` that says
-    ``when`` it happened, whether the previous checkpoint survived and what to do."""
-    try:
-        save_model(path, net, classes, **state)
-    except OSError as err:
-        previous = " The previous checkpoint is intact." if path.exists() else ""
-        raise CheckpointWriteError(err.errno, f"could not write the checkpoint {path} {when}: "
-                                   f"{err.strerror or err}.{previous} Free some space or choose "
-                                   f"another checkpoint path, then resume.") from err
-
-
-_STEP_DELAY = {"seconds": 0.0}
-
-
-def set_step_delay_from_env() -> None:
-    """Fault-injection hook for tests: sleep ``$CIFAR_HELPERS_STEP_DELAY`` seconds every step,
-    so that a test can kill a run at a chosen point. Unset (the default): no delay."""
-    _STEP_DELAY["seconds"] = float(os.environ.get("CIFAR_HELPERS_STEP_DELAY") or 0)
-
-
-def step_delay() -> None:
-    if _STEP_DELAY["seconds"]:
-        time.sleep(_STEP_DELAY["seconds"])
-
-
 def main(argv: Sequence[str] | None = None) -> dict:
     """Notebook 03 as a script: train ``Net`` with the classic recipe, checkpoint, evaluate."""
     from . import data
     from .devices import cpu_threads, get_device
     from .evaluate import accuracy, predict
     from .models import Net
-    from .params import make_params
+    from .params import add_arguments, make_params
 
     p = argparse.ArgumentParser(prog="python -m cifar_helpers.train", description=main.__doc__)
-    p.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    add_arguments(p, "data_dir")
     p.add_argument("--download", action="store_true")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=0.001)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--train-size", type=int, default=None)
-    p.add_argument("--test-size", type=int, default=None)
-    p.add_argument("--checkpoint", default="checkpoints/cifar_net.pth")
+    add_arguments(p, "epochs", "batch_size", "lr", "momentum", "seed", "device", "train_size",
+                  "test_size", "checkpoint")
     p.add_argument("--resume", action="store_true", help="continue from --checkpoint if it exists")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
@@ -281,24 +188,27 @@ def main(argv: Sequence[str] | None = None) -> dict:
                          batch_size=a.batch_size, lr=a.lr, momentum=a.momentum, seed=a.seed,
                          device=a.device, train_size=a.train_size, test_size=a.test_size,
                          checkpoint=a.checkpoint)
-    set_step_delay_from_env()
     device = get_device(params.device)
-    torch.set_num_threads(cpu_threads(params.batch_size))
-    torch.manual_seed(params.seed)
-    trainloader, testloader = data.make_loaders(params.data_dir, params.batch_size, seed=params.seed,
-                                                train_size=params.train_size,
-                                                test_size=params.test_size, download=params.download)
-    net = Net().to(device)
-    optimizer = torch.optim.SGD(net.parameters(), lr=params.lr, momentum=params.momentum)
-    run = run_settings(params, len(trainloader.dataset))
-    start = time.perf_counter()
-    history = train(net, trainloader, nn.CrossEntropyLoss(), optimizer, params.epochs, device,
-                    progress=not a.no_progress, checkpoint=params.checkpoint, resume=a.resume,
-                    classes=data.CIFAR10_CLASSES, run=run)
-    seconds = time.perf_counter() - start
-    result = {"test_accuracy": accuracy(*predict(net, testloader, device)), "epochs": params.epochs,
+    if params.checkpoint:
+        check_writable(params.checkpoint)         # a bad path fails now, not after an epoch
+    lock = checkpoint_lock(params.checkpoint) if params.checkpoint else contextlib.nullcontext()
+    with lock, num_threads(cpu_threads(params.batch_size)):
+        torch.manual_seed(params.seed)
+        trainloader, testloader = data.make_loaders(
+            params.data_dir, params.batch_size, seed=params.seed, train_size=params.train_size,
+            test_size=params.test_size, download=params.download)
+        net = Net().to(device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=params.lr, momentum=params.momentum)
+        run = run_settings(params, len(trainloader.dataset))
+        start = time.perf_counter()
+        history = train(net, trainloader, nn.CrossEntropyLoss(), optimizer, params.epochs, device,
+                        progress=not a.no_progress, checkpoint=params.checkpoint,
+                        resume=a.resume, classes=data.CIFAR10_CLASSES, run=run)
+        seconds = time.perf_counter() - start
+        test_accuracy = accuracy(*predict(net, testloader, device))
+    result = {"test_accuracy": test_accuracy, "epochs": params.epochs,
               "resumed_from": history["resumed_from"], "train_seconds": round(seconds, 2),
-              "checkpoint": str(Path(params.checkpoint).resolve())}
+              "checkpoint": str(Path(params.checkpoint).resolve()) if params.checkpoint else None}
     print(json.dumps(result))
     return result
 
@@ -314,6 +224,6 @@ if __name__ == "__main__":
     from .devices import DeviceError
     try:
         main()
-    except (ValueError, DataError, DeviceError, CheckpointWriteError, NonFiniteLossError) as err:
+    except (ValueError, DataError, DeviceError, NonFiniteLossError) as err:
         print(f"cifar_helpers.train: {err}", file=sys.stderr)
         sys.exit(2)

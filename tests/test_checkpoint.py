@@ -67,7 +67,21 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(ckpt.CheckpointError, match="no space left on device; the previous"):
         ckpt.save_model(path, Net(), CIFAR10_CLASSES, epochs=2)
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+def test_no_import_cycle_between_checkpoint_and_data():
+    """data.py imports nothing of checkpoint.py; checkpoint.py imports data.py at its top only."""
+    import ast
+    from pathlib import Path
+
+    def imports(module: str) -> list[tuple[str, bool]]:
+        tree = ast.parse((Path(ckpt.__file__).parent / f"{module}.py").read_text())
+        top = set(map(id, tree.body))
+        return [(node.module, id(node) in top) for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1]
+    assert not [m for m, _ in imports("data") if m == "checkpoint"]
+    assert [top for m, top in imports("checkpoint") if m == "data"] == [True]

@@ -17,7 +17,7 @@ import torch.nn as nn
 from cifar_helpers import data
 from cifar_helpers.checkpoint import CheckpointError, read_checkpoint, save_model
 from cifar_helpers.models import Net
-from cifar_helpers.train import CheckpointWriteError, NonFiniteLossError, train
+from cifar_helpers.train import NonFiniteLossError, train
 
 EPOCHS = 6   # tiny data: 80 images, batch 4 -> 20 steps an epoch
 
@@ -171,11 +171,12 @@ def test_failed_write_keeps_previous_checkpoint_and_says_so(tiny_folder, tmp_pat
         real_save(obj, f)
     monkeypatch.setattr(torch, "save", full_disk)
     net, opt = _fresh()
-    with pytest.raises(CheckpointWriteError, match="after epoch 2: No space left on device. The previous checkpoint is intact"):
+    with pytest.raises(CheckpointError, match="c.pth: no space left on device; the previous "
+                       "checkpoint is kept. Free space or choose another path."):
         train(net, loader, nn.CrossEntropyLoss(), opt, 3, progress=False, checkpoint=tmp_path / "c.pth")
     assert read_checkpoint(tmp_path / "c.pth")["epoch"] == 1
     (tmp_path / "a_file").write_text("")
-    with pytest.raises(CheckpointWriteError, match="could not write the checkpoint"):
+    with pytest.raises(CheckpointError, match="a_file is a file, not a folder"):
         train(net, loader, nn.CrossEntropyLoss(), opt, 1, progress=False,
               checkpoint=tmp_path / "a_file" / "c.pth")
 
@@ -189,6 +190,25 @@ def test_cli_bad_input_is_one_clear_error(tiny_folder, tmp_path, args, message):
     done = subprocess.run(cli(tiny_folder, tmp_path / "c.pth") + args, capture_output=True, text=True)
     assert done.returncode == 2 and message in done.stderr
     assert not (tmp_path / "c.pth").exists()
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_unwritable_path_or_a_held_checkpoint_before_training(tiny_folder, tmp_path):
+    (tmp_path / "somefile.txt").write_text("")
+    bad = subprocess.run(cli(tiny_folder, tmp_path / "somefile.txt" / "net.pth"),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == "", bad.stderr      # no epoch ran
+    assert bad.stderr == (f"cifar_helpers.train: cannot write {tmp_path}/somefile.txt/net.pth: "
+                          f"{tmp_path}/somefile.txt is a file, not a folder; choose another path.\n")
+    ckpt = tmp_path / "c.pth"
+    (tmp_path / "c.pth.lock").write_text(f"{os.getpid()}\n")      # this live process holds it
+    held = subprocess.run(cli(tiny_folder, ckpt), capture_output=True, text=True)
+    assert held.returncode == 2 and held.stdout == "" and not ckpt.exists()
+    assert f"{ckpt} is being written by another run (pid {os.getpid()})" in held.stderr
+    (tmp_path / "c.pth.lock").unlink()
+    done = subprocess.run(cli(tiny_folder, ckpt, "--epochs", "1"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert read_checkpoint(ckpt)["epoch"] == 1 and not (tmp_path / "c.pth.lock").exists()
 
 
 def test_cli_resume_from_corrupt_checkpoint(tiny_folder, tmp_path):
@@ -257,10 +277,10 @@ def test_recipe_cli_refuses_other_settings_and_bad_files(entry, tiny_folder, tmp
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "epochs=0"], "epochs must be > 0"),
+    (["--set", "epochs=0"], "epochs must be in (0, 1000]"),
     (["--preset", "fastest"], "preset='fastest' is unknown"),
     (["--set", "epoch=3"], "unknown preset field(s) ['epoch']"),
-    (["--set", "widths=(8,16)"], "widths must be three numbers"),
+    (["--set", "widths=(8,16)"], "widths=(8, 16) must be three whole numbers"),
     (["--device", "cuda:7"], "not available on this machine"),
     (["--val-size", "80"], "val_size=80 must be in [0, 80)"),
 ])
