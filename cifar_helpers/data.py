@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import urllib.error
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from .checkpoint import save_atomic
+from .runstate import CheckpointError, save_atomic
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -30,6 +31,13 @@ _CACHE_VERSION = 1
 
 class DataError(FileNotFoundError):
     """The data set is missing, corrupt or not CIFAR-10; the message says how to fix it."""
+
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's DataError comes back as DataError("Caught DataError in DataLoader
+        # worker process N.\nOriginal Traceback ... DataError: <message>"): keep the message only.
+        if message.startswith("Caught DataError") and "DataError: " in message:
+            message = message.rstrip().rsplit("DataError: ", 1)[1]
+        super().__init__(message)
 
 
 def how_to_provide(data_dir: str | os.PathLike) -> str:
@@ -59,8 +67,8 @@ def find_layout(data_dir: str | os.PathLike) -> str | None:
 
 def _check_class_folders(split_dir: Path, data_dir: str | os.PathLike) -> None:
     if not split_dir.is_dir():
-        raise DataError(f"No folder {split_dir}: an image-folder copy of CIFAR-10 needs both "
-                        f"train/ and test/. {how_to_provide(data_dir)}")
+        raise DataError(f"No folder {split_dir.resolve()}: an image-folder copy of CIFAR-10 "
+                        f"needs both train/ and test/. {how_to_provide(data_dir)}")
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
     if tuple(found) != CIFAR10_CLASSES:
         missing = sorted(set(CIFAR10_CLASSES) - set(found))
@@ -68,6 +76,25 @@ def _check_class_folders(split_dir: Path, data_dir: str | os.PathLike) -> None:
         raise DataError(f"{split_dir} does not hold CIFAR-10's ten class folders "
                         f"(missing: {missing or 'none'}, unexpected: {extra or 'none'}). "
                         f"Expected exactly {list(CIFAR10_CLASSES)}. {how_to_provide(data_dir)}")
+    empty = [c for c in CIFAR10_CLASSES if not _holds_files(split_dir / c)]
+    if empty:
+        raise DataError(f"{split_dir.resolve()}: the class folders {empty} hold no images. "
+                        f"{how_to_provide(data_dir)}")
+
+
+def _holds_files(folder: Path) -> bool:
+    with os.scandir(folder) as entries:
+        return any(e.is_file() for e in entries)
+
+
+def _check_torchvision_files(data_dir: str | os.PathLike) -> None:
+    from torchvision import datasets
+    folder = Path(data_dir).resolve() / TV_FOLDER
+    names = [n for n, _ in datasets.CIFAR10.train_list + datasets.CIFAR10.test_list]
+    missing = [n for n in [*names, datasets.CIFAR10.meta["filename"]] if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder} is incomplete (missing: {missing}). Delete it and download "
+                        f"again. {how_to_provide(data_dir)}")
 
 
 def _not_found(data_dir: str | os.PathLike) -> DataError:
@@ -77,7 +104,8 @@ def _not_found(data_dir: str | os.PathLike) -> DataError:
 
 def check_data_dir(data_dir: str | os.PathLike, download: bool = False) -> str:
     """``data_dir``'s layout (``"folder"`` or ``"torchvision"``), or a :class:`DataError` saying how
-    to provide the data: no CIFAR-10 there and download off, or class folders that are not CIFAR-10's.
+    to provide the data: no CIFAR-10 there and download off, a split missing, class folders that
+    are not CIFAR-10's or hold no images, or torchvision's files incomplete.
 
     Notebook 01 calls it before building the datasets itself, so a learner gets this message
     instead of torchvision's bare "Dataset not found or corrupted".
@@ -86,6 +114,8 @@ def check_data_dir(data_dir: str | os.PathLike, download: bool = False) -> str:
     if layout == "folder":
         for split in ("train", "test"):
             _check_class_folders(Path(data_dir) / split, data_dir)
+    elif layout == "torchvision" and not download:
+        _check_torchvision_files(data_dir)
     elif layout is None and not download:
         raise _not_found(data_dir)
     return layout or "torchvision"
@@ -95,24 +125,24 @@ def cifar10(data_dir: str | os.PathLike, train: bool = True,
             transform=None, download: bool = False) -> Dataset:
     """The CIFAR-10 training or test set as a torchvision dataset (``ImageFolder`` or ``CIFAR10``).
 
-    Labels and ``.classes`` are the same for both layouts.
+    Labels and ``.classes`` are the same for both layouts. Both splits are checked first.
     """
     from torchvision import datasets
-    layout = find_layout(data_dir)
-    if layout == "folder":
+    if check_data_dir(data_dir, download) == "folder":
         split_dir = Path(data_dir) / ("train" if train else "test")
-        _check_class_folders(split_dir, data_dir)
-        return datasets.ImageFolder(str(split_dir), transform=transform)
-    if layout is None and not download:
-        raise _not_found(data_dir)
+        try:
+            return datasets.ImageFolder(str(split_dir), transform=transform, loader=open_image)
+        except FileNotFoundError as err:  # class folders holding only non-image files
+            raise DataError(f"{split_dir.resolve()}: {err} {how_to_provide(data_dir)}") from err
     try:
         ds = datasets.CIFAR10(root=str(data_dir), train=train, transform=transform,
                               download=download)
     except (RuntimeError, OSError, EOFError, urllib.error.URLError) as err:
         archive = Path(data_dir).resolve() / datasets.CIFAR10.filename
-        raise DataError(f"Could not get CIFAR-10 through torchvision in {Path(data_dir).resolve()}: "
-                        f"{err}. If a download broke off or is corrupt, delete {archive} and "
-                        f"{archive.parent / TV_FOLDER} and try again. {how_to_provide(data_dir)}"
+        raise DataError(f"Could not get CIFAR-10 through torchvision in "
+                        f"{Path(data_dir).resolve()}: {err}. If a download broke off or is "
+                        f"corrupt, delete {archive} and {archive.parent / TV_FOLDER} and try "
+                        f"again. {how_to_provide(data_dir)}"
                         ) from err
     if tuple(ds.classes) != CIFAR10_CLASSES:
         raise DataError(f"{data_dir}/{TV_FOLDER} names classes {ds.classes}, not CIFAR-10's.")
@@ -185,12 +215,19 @@ def cache_path(data_dir: str | os.PathLike, train: bool) -> Path:
     return base / hashlib.sha1(str(root).encode()).hexdigest()[:16] / name
 
 
-def _read_image(path: str) -> np.ndarray:
+def open_image(path: str) -> Image.Image:
+    """The RGB image at ``path`` (``ImageFolder``'s loader here), or a :class:`DataError` naming
+    the file when it is truncated or corrupt."""
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+            return img.convert("RGB")
     except Exception as err:  # PIL raises several types for broken files
-        raise DataError(f"Cannot read image {path}: {err}. Replace or delete the file.") from err
+        raise DataError(f"Cannot read image {path}, a truncated or corrupt file ({err}). "
+                        f"Extract the data copy again, or delete that file.") from err
+
+
+def _read_image(path: str) -> np.ndarray:
+    arr = np.asarray(open_image(path))
     if arr.shape != (32, 32, 3):
         raise DataError(f"Image {path} is {arr.shape[1]}x{arr.shape[0]}; CIFAR-10 images are "
                         f"32x32. Replace or delete the file.")
@@ -211,7 +248,8 @@ def _decode(data_dir: Path, train: bool, download: bool) -> tuple[torch.Tensor, 
     return images, torch.tensor(labels, dtype=torch.int64)
 
 
-def _load_cache(path: Path, fingerprint: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor] | None:
+def _load_cache(path: Path, fingerprint: tuple[str, str]
+                ) -> tuple[torch.Tensor, torch.Tensor] | None:
     try:
         blob = torch.load(path, weights_only=True)
         images, labels = blob["images"], blob["labels"]
@@ -225,13 +263,15 @@ def _load_cache(path: Path, fingerprint: tuple[str, str]) -> tuple[torch.Tensor,
 
 def load_tensors(data_dir: str | os.PathLike, train: bool = True, download: bool = False,
                  cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a split as uint8 ``N x 3 x 32 x 32`` plus int64 labels, decoded once and cached.
+    """All images of a split as uint8 ``N x 3 x 32 x 32`` plus int64 labels, decoded once, cached.
 
-    The cache is rebuilt when any source file changes, and when it is truncated or foreign.
+    The cache is rebuilt when any source file changes, and when it is truncated or foreign. When
+    it cannot be written (full disk, read-only folder), one line on stderr says so and why.
     """
     root = Path(data_dir)
     if find_layout(root) is None:
         cifar10(root, train=train, download=download)  # downloads, or raises a DataError
+    check_data_dir(root)                               # both splits, before decoding either
     fp = _fingerprint(root, train)
     path = cache_path(root, train)
     if cache:
@@ -240,8 +280,12 @@ def load_tensors(data_dir: str | os.PathLike, train: bool = True, download: bool
             return hit
     images, labels = _decode(root, train, download)
     if cache:
-        save_atomic({"version": _CACHE_VERSION, "fingerprint": list(fp),
-                      "images": images, "labels": labels}, path)
+        try:
+            save_atomic({"version": _CACHE_VERSION, "fingerprint": list(fp),
+                         "images": images, "labels": labels}, path)
+        except (OSError, CheckpointError) as err:  # full disk, read-only folder: not fatal
+            print(f"cifar_helpers.data: the decoded images stay in memory only, not cached: {err} "
+                  f"(CIFAR_HELPERS_CACHE=<folder> puts the cache elsewhere)", file=sys.stderr)
     return images, labels
 
 
@@ -269,7 +313,8 @@ class TensorLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
-        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.batch_size, self.shuffle = batch_size, shuffle
+        self.seed, self.drop_last = seed, drop_last
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=self.device)[:, None, None]
         self.std = torch.as_tensor(std, dtype=torch.float32, device=self.device)[:, None, None]
         self.epoch = 0
@@ -320,7 +365,8 @@ def make_loader(data_dir: str | os.PathLike, train: bool, batch_size: int, *, se
         idx = subset_indices(len(labels), size)
         if idx is not None:
             images, labels = images[idx], labels[idx]
-        return TensorLoader(images, labels, batch_size, shuffle=train, seed=seed, mean=mean, std=std)
+        return TensorLoader(images, labels, batch_size, shuffle=train, seed=seed, mean=mean,
+                            std=std)
     dataset = subset(cifar10(data_dir, train=train, transform=seed_transform(mean, std),
                              download=download), size)
     return dataloader(dataset, batch_size, shuffle=train, num_workers=num_workers, seed=seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from torch._utils import ExceptionWrapper
 from torchvision import datasets
 
 from cifar_helpers import data
@@ -57,12 +59,36 @@ def test_folder_without_cifar10_classes(tiny_folder, tmp_path):
         data.load_tensors(root, train=True)
 
 
-def test_folder_without_test_split(tiny_folder, tmp_path):
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_missing_split_is_found_before_any_decoding(split, tiny_folder, tmp_path, monkeypatch):
     root = copy_folder(tiny_folder, tmp_path / "copy")
-    import shutil
-    shutil.rmtree(root / "test")
-    with pytest.raises(data.DataError, match="needs both"):
+    shutil.rmtree(root / split)
+    monkeypatch.setattr(data, "_decode", lambda *a: pytest.fail("decoded before the check"))
+    for load in (lambda: data.load_tensors(root, train=True),
+                 lambda: data.make_loaders(root, 4, fast=False),
+                 lambda: data.cifar10(root, train=split == "test")):   # the split that is there
+        with pytest.raises(data.DataError, match=f"No folder {root / split}: .* needs both "
+                                                 r"train/ and test/.*train/<class>/\*\.jpg"):
+            load()
+
+
+def test_empty_class_folder_is_found_before_any_decoding(tiny_folder, tmp_path, monkeypatch):
+    root = copy_folder(tiny_folder, tmp_path / "copy")
+    for f in (root / "test" / "dog").iterdir():
+        f.unlink()
+    monkeypatch.setattr(data, "_decode", lambda *a: pytest.fail("decoded before the check"))
+    with pytest.raises(data.DataError, match=r"test: the class folders \['dog'\] hold no images"):
+        data.load_tensors(root, train=True)
+    (root / "test" / "dog" / "notes.txt").write_text("no image")   # a file, but not an image
+    with pytest.raises(data.DataError, match="dog"):
         data.cifar10(root, train=False)
+
+
+def test_incomplete_torchvision_copy(tiny_tv, tmp_path):
+    root = copy_folder(tiny_tv, tmp_path / "copy")
+    (root / data.TV_FOLDER / "test_batch").unlink()
+    with pytest.raises(data.DataError, match=r"incomplete \(missing: \['test_batch'\]\)"):
+        data.load_tensors(root, train=True)
 
 
 @pytest.fixture
@@ -111,6 +137,42 @@ def test_unreadable_and_wrongly_sized_images(tiny_folder, tmp_path):
     Image.new("RGB", (64, 48)).save(victim, format="PNG")
     with pytest.raises(data.DataError, match=r"is 64x48; CIFAR-10 images are 32x32"):
         data.load_tensors(root, train=True)
+
+
+@pytest.mark.parametrize("cut", [300, -10])   # in the JPEG header; in the image data
+def test_truncated_jpeg_names_the_file_on_every_path(cut, tiny_folder, tmp_path):
+    root = copy_folder(tiny_folder, tmp_path / "broken")
+    victim = root / "test" / "frog" / "0001.jpg"
+    png = victim.with_suffix(".png")
+    Image.open(png).save(victim, format="JPEG")
+    png.unlink()
+    victim.write_bytes(victim.read_bytes()[:cut])
+    expected = (rf"^Cannot read image {victim}, a truncated or corrupt file \(.+\)\. "
+                r"Extract the data copy again, or delete that file\.$")
+    with pytest.raises(data.DataError, match=expected):
+        data.load_tensors(root, train=False)                           # the fast path
+    with pytest.raises(data.DataError, match=expected):                # a DataLoader's
+        list(data.make_loader(root, False, 8, fast=False))
+    try:                                  # in a worker process, then raised again in the main one
+        data.open_image(str(victim))      # as the DataLoader does it (a real worker takes 5 s)
+    except data.DataError:
+        from_worker = ExceptionWrapper(where="in DataLoader worker process 0")
+    with pytest.raises(data.DataError, match=expected):                # still one line
+        from_worker.reraise()
+
+
+def test_unwritable_cache_keeps_the_data_in_memory(tiny_folder, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("CIFAR_HELPERS_CACHE", str(blocker / "cache"))   # under a file: unwritable
+    images, _ = data.load_tensors(tiny_folder, train=False)
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith("cifar_helpers.data: the decoded images stay in memory only, not "
+                          f"cached: cannot write {blocker}/cache/")
+    monkeypatch.setenv("CIFAR_HELPERS_CACHE", str(tmp_path / "ok"))
+    assert torch.equal(data.load_tensors(tiny_folder, train=False)[0], images)
+    assert capsys.readouterr() == ("", "")                             # quiet when all goes well
 
 
 # --- the fast path -------------------------------------------------------------------
@@ -213,6 +275,7 @@ def test_subsets_are_fixed_shared_and_checked(tiny_folder):
     assert len(set(data.images_at(fast, range(20))[1].tolist())) > 5   # not one class only
 
 
+@pytest.mark.slow   # starts two spawned processes: 6-25 s
 def test_dataloader_workers_run_under_spawn(tiny_folder):
     """What Windows and macOS do: workers import everything from modules, nothing from __main__."""
     import torch.multiprocessing as mp
