@@ -17,7 +17,10 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
+import re
+import reprlib
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -28,16 +31,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .checkpoint import CheckpointError, load_model, normalization_of
+from .checkpoint import CheckpointError, load_model, normalization_of, read_checkpoint
 from .data import normalize
+from .models import MODELS
 
+PROG = "cifar_helpers.predict"   # the prefix of its one-line errors
 IMAGE_SIZE = 32          # CIFAR-10's images are 32 x 32
 #: Which notebook writes each default checkpoint, for the "run notebook ... first" message.
-MADE_BY = {"checkpoints/cifar_net.pth": "03_training", "checkpoints/modern_net.pth": "08_modern_recipe"}
+MADE_BY = {"checkpoints/cifar_net.pth": "03_training",
+           "checkpoints/modern_net.pth": "08_modern_recipe"}
 
 
 class ImageError(ValueError):
-    """A picture that cannot be classified: missing, not an image, truncated; the message names it."""
+    """A picture that cannot be classified (missing, not an image, truncated); the message
+    names it."""
 
 
 def load_rgb(path: str | os.PathLike) -> Image.Image:
@@ -83,7 +90,8 @@ def to_cifar_size(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
 
 def to_uint8(image: Image.Image) -> torch.Tensor:
     """An RGB image as a uint8 ``3 x H x W`` tensor, like the decoded CIFAR-10 tensors."""
-    return torch.from_numpy(np.array(image.convert("RGB"), dtype=np.uint8)).permute(2, 0, 1).contiguous()
+    pixels = np.array(image.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def prepare(path: str | os.PathLike, mean: Sequence[float], std: Sequence[float]
@@ -106,13 +114,46 @@ def load_classifier(path: str | os.PathLike, made_by: str | None = None
         run = (f"run notebook {made_by} first (it saves one there), or " if made_by else "")
         raise CheckpointError(f"No checkpoint at {path}: {run}give the path of a checkpoint saved "
                               f"by cifar_helpers (03_training's or 08_modern_recipe's).")
+    try:
+        check_entries(path, read_checkpoint(path))     # before any model is built
+    except CheckpointError as err:
+        refused = re.search(r"GLOBAL ([\w.]+) was not an allowed global", str(err.__cause__))
+        if not refused:
+            raise
+        name = refused.group(1)
+        what = ("a whole pickled model" if ".nn." in name or name.split(".")[-1] in MODELS
+                else "a pickled Python object")
+        raise CheckpointError(f"{path} is {what} ({name}, as torch.save(net) writes), not a state "
+                              f"dict, and cannot be loaded safely; where it was made, re-save it "
+                              f"with torch.save(net.state_dict(), {str(path)!r})") from None
     net, info = load_model(path)
-    mean, std = normalization_of(info)
-    classes = info.get("classes") or []
-    if len(classes) != getattr(net, "num_classes", len(classes)):
-        raise CheckpointError(f"{path}: {len(classes)} class names for a model with "
-                              f"{net.num_classes} outputs")
-    return net.eval(), info, mean, std
+    return net.eval(), info, *normalization_of(info)
+
+
+def check_entries(path: Path, blob: dict) -> None:
+    """Refuse a checkpoint whose class names, ``config.num_classes`` or normalization cannot be
+    right (a damaged or hand-made file), naming the file and the field, before building a model."""
+    if blob.get("model") not in MODELS:
+        return                                  # load_model names the unknown model
+    classes, config = blob.get("classes"), blob.get("config")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise CheckpointError(f"{path}: field 'classes' is {reprlib.repr(classes)}, not a list of "
+                              f"class names; train the model again")
+    n = config.get("num_classes") if isinstance(config, dict) else None
+    if type(n) is not int or n != len(classes):
+        raise CheckpointError(f"{path}: field 'config.num_classes' is {reprlib.repr(n)}, but "
+                              f"'classes' names {len(classes)}; the file is damaged or not from "
+                              f"cifar_helpers: train the model again")
+    entry = blob.get("normalization")
+    for name in ("mean", "std") if entry is not None else ():
+        values = entry.get(name) if isinstance(entry, dict) else None
+        if not (isinstance(values, (list, tuple)) and len(values) == 3
+                and all(type(v) in (int, float) and math.isfinite(v) and (name == "mean" or v > 0)
+                        for v in values)):
+            need = "3 finite numbers" + (" > 0" if name == "std" else "")
+            raise CheckpointError(f"{path}: field 'normalization.{name}' is "
+                                  f"{reprlib.repr(values)}; it must be {need} (one per RGB "
+                                  f"channel): train the model again")
 
 
 def train_missing(checkpoint: str | os.PathLike, modern_checkpoint: str | os.PathLike,
@@ -164,7 +205,8 @@ def probabilities(net: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 def top_k(probs: torch.Tensor, classes: Sequence[str], k: int = 3) -> list[list[tuple[str, float]]]:
     """Per image, the ``k`` most probable ``(class, probability)`` pairs, most probable first."""
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
-    return [[(classes[j], float(v)) for v, j in zip(vs, js)] for vs, js in zip(values.tolist(), indices.tolist())]
+    return [[(classes[j], float(v)) for v, j in zip(vs, js)]
+            for vs, js in zip(values.tolist(), indices.tolist())]
 
 
 def classify_files(paths: Sequence[str | os.PathLike], net: nn.Module, classes: Sequence[str],
@@ -191,7 +233,8 @@ def classify_files(paths: Sequence[str | os.PathLike], net: nn.Module, classes: 
 
 def format_result(result: dict) -> str:
     """``cat.jpg: cat 0.8120, dog 0.1030, deer 0.0210``."""
-    return f"{result['image']}: " + ", ".join(f"{t['class']} {t['probability']:.4f}" for t in result["top"])
+    return f"{result['image']}: " + ", ".join(f"{t['class']} {t['probability']:.4f}"
+                                              for t in result["top"])
 
 
 #: The test images notebook 09 classifies by default: the first of each of these classes.
@@ -225,35 +268,36 @@ def save_examples(images_uint8: torch.Tensor, labels: torch.Tensor, classes: Seq
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.predict",
                                      description=__doc__.split("\n\n")[0],
-                                     epilog="Exit status: 0 all classified, 1 some pictures failed, "
-                                            "2 bad checkpoint or arguments.")
+                                     epilog="Exit status: 0 all classified, 1 some pictures "
+                                            "failed, 2 bad checkpoint or arguments.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="pictures to classify")
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
                         help="a checkpoint of notebook 03 (Net) or 08 (ConvGroupNet)")
-    parser.add_argument("--top", type=int, default=3, metavar="K", help="classes to show (default 3)")
+    parser.add_argument("--top", type=int, default=3, metavar="K",
+                        help="classes to show (default 3)")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     try:
         net, info, mean, std = load_classifier(args.checkpoint)
     except CheckpointError as err:
-        print("predict: " + " ".join(str(err).split()), file=sys.stderr)    # one line
+        print(f"{PROG}: " + " ".join(str(err).split()), file=sys.stderr)    # one line
         return 2
     classes = info["classes"]
     if not 1 <= args.top <= len(classes):
-        print(f"predict: --top {args.top} must be between 1 and {len(classes)} (the classes)",
+        print(f"{PROG}: --top {args.top} must be between 1 and {len(classes)} (the classes)",
               file=sys.stderr)
         return 2
     failed = 0
     for result in classify_files(args.images, net, classes, mean, std, args.top):
         if "error" in result:
             failed += 1
-            print(f"predict: {result['error']}", file=sys.stderr)
+            print(f"{PROG}: {result['error']}", file=sys.stderr)
         elif args.json:
             print(json.dumps(result))
         else:
             print(format_result(result))
     if failed:
-        print(f"predict: {failed} of {len(args.images)} pictures could not be classified",
+        print(f"{PROG}: {failed} of {len(args.images)} pictures could not be classified",
               file=sys.stderr)
     return 1 if failed else 0
 

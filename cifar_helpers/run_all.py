@@ -1,10 +1,15 @@
 """The main job: run the numbered notebooks in order with papermill and write ``summary.json``.
 
-    python -m cifar_helpers.run_all [--lang en|zh] [--out DIR] [-p NAME VALUE]... [--only 01,03] [--inplace]
+    python -m cifar_helpers.run_all [--lang en|zh] [--out DIR] [-p NAME VALUE]... [--only 01,03]
+                                    [--inplace]
 
 Every lesson has an English and a Chinese notebook (``NN_name.en.ipynb``, ``NN_name.zh.ipynb``)
 with the same code; ``--lang`` picks which to run, and the summary is the same either way.
 ``--inplace`` stores the run's outputs in that notebook and in its other-language twin.
+
+A run is written into a new folder beside ``--out`` and replaces ``--out`` only once it is done;
+``--inplace`` stores outputs only once every notebook succeeded. An interrupted run (Ctrl-C,
+SIGTERM) changes neither: its folder keeps the partial run, marked "interrupted" in summary.json.
 """
 
 from __future__ import annotations
@@ -12,21 +17,23 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
-import functools
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .params import make_params
+from .params import DEFAULTS, make_params
 
 METRICS_TAG = "metrics"              # cell whose application/json output holds the results
 PATH_PARAMS = ("data_dir", "checkpoint", "modern_checkpoint", "image_paths")  # image_paths: a list
 PROGRESS_ENV = "CIFAR_HELPERS_PROGRESS"   # read by cifar_helpers.train.progress_bar
 LANGS = ("en", "zh")
+PROG = "cifar_helpers.run_all"             # the prefix of its one-line errors
 NOTEBOOK_RE = re.compile(r"^(?P<lesson>\d\d_[A-Za-z0-9_]+)\.(?P<lang>en|zh)\.ipynb$")
 
 
@@ -37,25 +44,39 @@ def notebooks_dir() -> Path:
 
 
 def lesson_of(path: Path) -> str:
-    """``01_data`` for ``01_data.en.ipynb``: the name a run's summary uses, whatever the language."""
+    """``01_data`` for ``01_data.en.ipynb``: a run's summary's name for it, in any language."""
     m = NOTEBOOK_RE.match(path.name)
     if not m:
-        raise ValueError(f"{path.name} is not a lesson notebook (NN_name.en.ipynb or NN_name.zh.ipynb)")
+        raise ValueError(f"{path.name} is not a lesson notebook "
+                         f"(NN_name.en.ipynb or NN_name.zh.ipynb)")
     return m.group("lesson")
 
 
+class RunAllError(ValueError):
+    """A run that cannot start (bad arguments, --out unusable); the message says which and why."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was interrupted (Ctrl-C, SIGTERM); ``folder`` holds its partial run and summary."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(f"interrupted: the partial run and its summary.json are in {folder}")
+        self.folder = folder
+
+
 def list_notebooks(folder: Path, only: Sequence[str] = (), lang: str = "en") -> list[Path]:
-    """The numbered notebooks ``NN_name.<lang>.ipynb`` in order, optionally only those numbered in ``only``."""
+    """The numbered notebooks ``NN_name.<lang>.ipynb`` in order, optionally only those numbered
+    in ``only``; an unknown number in ``only`` is a :class:`RunAllError` listing the lessons."""
     if lang not in LANGS:
-        raise ValueError(f"lang={lang!r}: the notebooks exist in {', '.join(LANGS)}")
+        raise RunAllError(f"lang={lang!r}: the notebooks exist in {', '.join(LANGS)}")
     lessons = sorted({lesson_of(p) for p in folder.glob("*.ipynb") if NOTEBOOK_RE.match(p.name)})
-    found = [folder / f"{n}.{lang}.ipynb" for n in lessons]
-    if only:
-        found = [p for p in found if p.name[:2] in only]
-    if not found:
-        raise SystemExit(f"run_all: no numbered notebooks (NN_name.{lang}.ipynb) in {folder.resolve()}"
-                         + (f" matching --only {','.join(only)}" if only else ""))
-    return found
+    if not lessons:
+        raise RunAllError(f"no numbered notebooks (NN_name.{lang}.ipynb) in {folder.resolve()}")
+    unknown = [n for n in only if n not in {name[:2] for name in lessons}]
+    if unknown:
+        raise RunAllError(f"--only {','.join(unknown)}: no such lesson; the lessons are "
+                          f"{', '.join(lessons)}")
+    return [folder / f"{n}.{lang}.ipynb" for n in lessons if not only or n[:2] in only]
 
 
 def parse_value(text: str) -> Any:
@@ -107,42 +128,137 @@ def strip_volatile(nb: dict) -> dict:
 
 def run(out: Path, parameters: dict[str, Any], only: Sequence[str] = (),
         inplace: bool = False, folder: Path | None = None, log=None, lang: str = "en") -> dict:
-    """Execute the notebooks; return (and write to ``out/summary.json``) the summary."""
+    """Execute the notebooks into a fresh folder beside ``out`` and move it into place (with
+    ``inplace``, also store the outputs in the notebooks, if all ran) once the run is done; return
+    the summary (``out/summary.json``). An interrupt raises :class:`Interrupted`, ``out`` intact."""
     log = log or (lambda line: print(line, flush=True))   # progress shows at once, piped or not
     folder = (folder or notebooks_dir()).resolve()
+    out = Path(out).expanduser().resolve()
     paths = list_notebooks(folder, only, lang)
     declared = {p.name: declared_parameters(p) for p in paths}
-    everywhere = set().union(*declared.values())
-    unknown = sorted(set(parameters) - everywhere)
-    if unknown:
-        raise SystemExit(f"run_all: unknown parameter(s) {unknown}: no notebook declares them. "
-                         f"Declared: {sorted(everywhere)}")
-    make_params(**{k: v for k, v in parameters.items() if k in _schema_names()})  # fail early
+    check_parameters(parameters, set().union(*declared.values()))
+    check_out(out)
     parameters = {k: (absolute(v) if k in PATH_PARAMS else v) for k, v in parameters.items()}
     if os.environ.get("CIFAR10_DATA_DIR"):  # the kernels run in notebooks/: make it absolute
         os.environ["CIFAR10_DATA_DIR"] = str(Path(os.environ["CIFAR10_DATA_DIR"]).resolve())
-    out.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f"{out.name}.run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    staging.mkdir(parents=True)
+    final = {}
     for key, file in (("checkpoint", "cifar_net.pth"), ("modern_checkpoint", "modern_net.pth")):
         if key not in parameters and not inplace:       # a run's files stay in its folder
-            parameters[key] = str((out / file).resolve())
+            if (out / file).is_file():                  # an earlier run's, for --only 04
+                shutil.copy2(out / file, staging / file)
+            parameters[key], final[key] = str(staging / file), str(out / file)
 
-    summary: dict[str, Any] = {"parameters": parameters, "notebooks": {},
+    summary: dict[str, Any] = {"parameters": {**parameters, **final}, "notebooks": {},
                                "test_accuracy": None, "per_class_accuracy": None}
     failed = None
-    with environment(**{PROGRESS_ENV: "0"}):   # kernels inherit it: no progress-bar fragments
+    sockets = tempfile.mkdtemp(prefix="cifar-kernel-")   # the kernels' sockets, removed always
+    try:
+        with environment(**{PROGRESS_ENV: "0"}), sigterm_interrupts():  # kernels inherit it
+            for path in paths:
+                failed = _run_one(path, staging, parameters, declared[path.name], folder,
+                                  summary, failed, log, kernel_manager_class(sockets))
+    except KeyboardInterrupt:
         for path in paths:
-            failed = _run_one(path, out, parameters, declared[path.name], inplace, folder,
-                              summary, failed, log)
+            summary["notebooks"].setdefault(lesson_of(path), {"status": "not run", "seconds": 0.0})
+        summary["status"] = "interrupted"
+        write_summary(staging, summary)
+        raise Interrupted(staging) from None
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     summary["status"] = "failed" if failed else "ok"
     if failed:
         summary["error"] = failed
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    elif inplace:
+        store_outputs(paths, staging, summary)
+    write_summary(staging, summary)
+    replace_folder(staging, out)
     return summary
 
 
-def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[str], inplace: bool,
-             folder: Path, summary: dict, failed: str | None, log) -> str | None:
-    """Execute one notebook into ``summary``; return the job's failure so far (None: all ok)."""
+def check_parameters(parameters: dict[str, Any], declared: set[str]) -> None:
+    """Refuse, before anything runs, parameters no notebook declares, bad values, a bad preset."""
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise RunAllError(f"unknown parameter(s) {unknown}: no notebook declares them. "
+                          f"Declared: {sorted(declared)}")
+    make_params(**{k: v for k, v in parameters.items() if k in DEFAULTS})
+    if {"preset", "preset_changes"} & set(parameters):
+        from .modern import get_preset
+        name = parameters.get("preset", DEFAULTS["preset"])
+        try:
+            get_preset(name, **parameters.get("preset_changes", DEFAULTS["preset_changes"]))
+        except (ValueError, TypeError) as err:
+            raise RunAllError(f"-p preset/preset_changes: {err}") from None
+
+
+def check_out(out: Path) -> None:
+    """Refuse an ``--out`` that cannot take a run: a file, a path under a file, not writable."""
+    if out.exists() and not out.is_dir():
+        raise RunAllError(f"--out {out} is a file; give a folder (a run replaces it whole)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunAllError(f"--out {out} is under {parent}, which is a file; give a folder path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunAllError(f"--out {out}: cannot write in {parent}; choose a writable folder")
+
+
+def write_summary(folder: Path, summary: dict) -> None:
+    """``folder/summary.json``."""
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+
+def replace_folder(new: Path, old: Path) -> None:
+    """Put the folder ``new`` where ``old`` is (``old`` and what it holds go)."""
+    if old.exists():
+        gone = old.with_name(f".{old.name}.old-{os.getpid()}")
+        old.rename(gone)
+        new.rename(old)
+        shutil.rmtree(gone, ignore_errors=True)
+    else:
+        new.rename(old)
+
+
+def store_outputs(paths: Sequence[Path], executed: Path, summary: dict) -> None:
+    """Write the executed notebooks in ``executed`` over ``paths`` and their other-language twins,
+    each with its run's seconds and hardware; every twin is checked before anything is written."""
+    import nbformat
+    where = hardware()
+    writes = []
+    for path in paths:
+        nb = strip_volatile(nbformat.read(str(executed / path.name), as_version=4))
+        seconds = summary["notebooks"][lesson_of(path)]["seconds"]
+        nb.metadata["tutorial"] = {"run_seconds": seconds, "hardware": where}
+        writes += [(path, nb)] + [(twin, with_outputs_of(nb, twin)) for twin in twins_of(path)]
+    for path, nb in writes:
+        nbformat.write(nb, str(path))
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Within the block SIGTERM raises KeyboardInterrupt, so it cleans up as Ctrl-C does."""
+    import signal
+    import threading
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is not threading.main_thread():
+        yield                                  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[str],
+             folder: Path, summary: dict, failed: str | None, log, manager: type) -> str | None:
+    """Execute one notebook into ``out`` and ``summary``; return the job's failure so far."""
     import nbformat
     import papermill as pm
 
@@ -151,14 +267,15 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
         summary["notebooks"][name] = {"status": "not run", "seconds": 0.0}
         return failed
     mine = {k: v for k, v in parameters.items() if k in declared}
-    target = path if inplace else out / path.name
+    target = out / path.name
     log(f"[run_all] {path.name} {mine or ''}".rstrip())
+    summary["notebooks"][name] = {"status": "interrupted", "seconds": 0.0}   # until it ends
     start = time.perf_counter()
     status, error = "ok", None
     try:
         pm.execute_notebook(str(path), str(target), parameters=mine, cwd=str(folder),
                             progress_bar=False, kernel_name="python3",
-                            kernel_manager_class=kernel_manager_class())
+                            kernel_manager_class=manager)
     except pm.PapermillExecutionError as err:
         status, error = "failed", f"{err.ename}: {err.evalue} (cell {err.exec_count})"
     except Exception as err:  # kernel died, notebook unreadable, ...
@@ -166,14 +283,7 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     seconds = round(time.perf_counter() - start, 2)
     entry: dict[str, Any] = {"status": status, "seconds": seconds}
     if target.exists():
-        nb = nbformat.read(str(target), as_version=4)
-        if inplace:
-            if status == "ok":   # what the site shows as the page's hardware and run time
-                nb.metadata["tutorial"] = {"run_seconds": seconds, "hardware": hardware()}
-            nbformat.write(strip_volatile(nb), str(target))
-            for twin in twins_of(path):
-                copy_outputs(nb, twin)
-        metrics = read_metrics(nb)
+        metrics = read_metrics(nbformat.read(str(target), as_version=4))
         if metrics:
             entry["metrics"] = metrics
             for key in ("test_accuracy", "per_class_accuracy"):
@@ -187,26 +297,32 @@ def _run_one(path: Path, out: Path, parameters: dict[str, Any], declared: set[st
     return failed
 
 
-@functools.cache
-def kernel_manager_class() -> type:
+def kernel_manager_class(folder: str | None = None) -> type:
     """The kernels' manager: on Linux and macOS over Unix sockets in a private folder (no open TCP
-    port, so ipykernel has no plain-text TCP warning to print); elsewhere Jupyter's default."""
-    import shutil
-    import tempfile
+    port, so ipykernel has no plain-text TCP warning to print), made inside ``folder`` if given,
+    with the connection file; elsewhere Jupyter's default."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
     if os.name != "posix":
         return AsyncKernelManager
 
     class UnixSocketKernelManager(AsyncKernelManager):
+        def _private_folder(self) -> str:
+            if not getattr(self, "_socket_folder", None):
+                self._socket_folder = tempfile.mkdtemp(prefix="cifar-kernel-", dir=folder)
+            return self._socket_folder
+
         @default("transport")
         def _default_transport(self) -> str:
             return "ipc"
 
         @default("ip")
         def _default_ip(self) -> str:   # the sockets are <folder>/kernel-<port>
-            self._socket_folder = tempfile.mkdtemp(prefix="cifar-kernel-")
-            return os.path.join(self._socket_folder, "kernel")
+            return os.path.join(self._private_folder(), "kernel")
+
+        @default("connection_file")
+        def _default_connection_file(self) -> str:
+            return os.path.join(self._private_folder(), "kernel.json")
 
         async def _async_cleanup_resources(self, restart: bool = False) -> None:
             await super()._async_cleanup_resources(restart=restart)
@@ -222,7 +338,8 @@ def hardware() -> str:
     import torch
     cpu = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+        names = [line.split(":", 1)[1].strip()
+                 for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
     where = f"{os.cpu_count()}-core CPU ({cpu})"
@@ -236,25 +353,27 @@ def twins_of(path: Path) -> list[Path]:
     m = NOTEBOOK_RE.match(path.name)
     if not m:
         return []
-    return [path.with_name(f"{m.group('lesson')}.{lang}.ipynb") for lang in LANGS if lang != m.group("lang")]
+    return [path.with_name(f"{m.group('lesson')}.{lang}.ipynb") for lang in LANGS
+            if lang != m.group("lang")]
 
 
-def copy_outputs(executed, twin_path: Path) -> None:
-    """Write the outputs of ``executed`` (a notebook) into ``twin_path``, whose code is the same."""
+def with_outputs_of(executed, twin_path: Path):
+    """The notebook at ``twin_path`` given the outputs of ``executed``, whose code is the same."""
     import nbformat
     twin = nbformat.read(str(twin_path), as_version=4)
     code = [c for c in executed.cells if c.cell_type == "code"]
     twin_code = [c for c in twin.cells if c.cell_type == "code"]
     if [(c.source, c.metadata.get("tags")) for c in code] != \
             [(c.source, c.metadata.get("tags")) for c in twin_code]:
-        raise ValueError(f"{twin_path.name} has other code than the notebook just run: "
-                         f"rebuild both from notebooks/src (python tools/build_notebooks.py)")
+        raise RunAllError(f"{twin_path.name} has other code than the notebook just run: "
+                          f"rebuild both from notebooks/src (python tools/build_notebooks.py)")
     take_outputs(twin, executed)
-    nbformat.write(twin, str(twin_path))
+    return twin
 
 
 def take_outputs(nb, executed) -> None:
-    """Give ``nb`` the outputs, execution counts and metadata of ``executed``, whose code cells are the same."""
+    """Give ``nb`` the outputs, execution counts and metadata of ``executed``, whose code cells
+    are the same."""
     done = iter(c for c in executed.cells if c.cell_type == "code")
     for cell in nb.cells:
         if cell.cell_type == "code":
@@ -283,42 +402,42 @@ def environment(**values: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _schema_names() -> set[str]:
-    from dataclasses import fields
-    from .params import Params
-    return {f.name for f in fields(Params)}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.run_all", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/latest", type=Path,
-                        help="folder for the executed notebooks and summary.json (default: %(default)s)")
+                        help="folder for the executed notebooks and summary.json "
+                             "(default: %(default)s)")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"),
                         help="set a parameter in every notebook that declares it (repeatable)")
     parser.add_argument("--lang", default="en", choices=LANGS,
-                        help="which language's notebooks to run (default: %(default)s; same results)")
+                        help="which language's notebooks to run "
+                             "(default: %(default)s; same results)")
     parser.add_argument("--only", default="", help="comma-separated notebook numbers, e.g. 01,03")
     parser.add_argument("--inplace", action="store_true",
-                        help="write the outputs back into notebooks/ (regenerates the stored results; "
-                             "takes no -p)")
+                        help="write the outputs back into notebooks/ (regenerates the stored "
+                             "results; takes no -p)")
     args = parser.parse_args(argv)
     params = {name: parse_value(value) for name, value in args.parameter}
     if args.inplace and params:
-        parser.error("--inplace stores the default run; it takes no -p (set CIFAR10_DATA_DIR instead)")
+        parser.error("--inplace stores the default run; it takes no -p "
+                     "(set CIFAR10_DATA_DIR instead)")
     only = [x.strip().zfill(2) for x in args.only.split(",") if x.strip()]
     try:
         summary = run(args.out, params, only=only, inplace=args.inplace, lang=args.lang)
+    except Interrupted as err:
+        print(f"{PROG}: {err}; --out {args.out} is unchanged", file=sys.stderr)
+        return 130
     except ValueError as err:
-        print(f"run_all: {err}", file=sys.stderr)
+        print(f"{PROG}: {err}", file=sys.stderr)
         return 2
     print(json.dumps({k: summary[k] for k in ("status", "test_accuracy")}))
     if summary["status"] != "ok":
-        print(f"run_all: {summary['error']}", file=sys.stderr)
+        kept = "; notebooks/ unchanged (a run stores its outputs only if all succeed)"
+        print(f"{PROG}: {summary['error']}" + (kept if args.inplace else ""), file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -207,12 +207,96 @@ def test_run_all_reports_a_failing_notebook(tmp_path, capsys):
     assert re.search(r"01_data\.en\.ipynb failed: RuntimeError: Dataset not found", err)
 
 
-def test_run_all_refuses_bad_parameters_before_running(tmp_path, capsys):
-    assert run_all.main(["--out", str(tmp_path), "-p", "epochs", "0"]) == 2
-    assert "epochs=0 must be at least 1" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="unknown parameter.*'epoch'"):
-        run_all.main(["--out", str(tmp_path), "-p", "epoch", "3"])
-    assert not (tmp_path / "summary.json").exists()
+@pytest.mark.parametrize("args, message", [
+    (["-p", "epochs", "0"], "epochs=0 must be at least 1"),
+    (["-p", "epoch", "3"], "unknown parameter(s) ['epoch']: no notebook declares them"),
+    (["--only", "1,99"], "--only 99: no such lesson; the lessons are 01_data, 02_network,"),
+    (["-p", "preset", "gpu95"], "-p preset/preset_changes: preset='gpu95' is unknown"),
+    (["-p", "preset_changes", "{'epoch': 3}"], "unknown preset field(s) ['epoch']"),
+    (["-p", "preset_changes", "{'epochs': 0}"], "epochs must be"),
+])
+def test_run_all_refuses_bad_arguments_before_running(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert run_all.main(["--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cifar_helpers.run_all: ") and message in err and err.count("\n") == 1, err
+    assert not list(tmp_path.iterdir())                  # nothing written, no notebook run
+
+
+def test_run_all_refuses_an_unusable_out(tmp_path, capsys, monkeypatch):
+    (tmp_path / "f").write_text("")
+    cases = [(tmp_path / "f", "is a file; give a folder"),
+             (tmp_path / "f" / "x" / "run", f"is under {tmp_path / 'f'}, which is a file")]
+    for out, message in cases:
+        assert run_all.main(["--out", str(out), "--only", "01"]) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setattr(run_all.os, "access", lambda path, mode: False)  # root may write anywhere
+    assert run_all.main(["--out", str(tmp_path / "new" / "run"), "--only", "01"]) == 2
+    assert f"cannot write in {tmp_path}; choose a writable folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def lesson(folder: Path, name: str, code: str) -> None:
+    """A one-cell lesson ``name`` in both languages, with a ``parameters`` cell."""
+    for lang in run_all.LANGS:
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language":
+                                                               "python", "display_name": "P"}})
+        params = nbformat.v4.new_code_cell("seconds = 0  # how long to sleep")
+        params.metadata["tags"] = ["parameters"]
+        nb.cells = [nbformat.v4.new_markdown_cell(f"# {lang}"), params,
+                    nbformat.v4.new_code_cell(code, metadata={"tags": []})]
+        nbformat.write(nb, str(folder / f"{name}.{lang}.ipynb"))
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_the_earlier_run_and_no_sockets(tmp_path):
+    """A run killed with SIGTERM mid-notebook: the earlier --out stays as it was, the partial
+    run is kept beside it marked "interrupted", the kernel's socket folder is removed."""
+    import signal
+    import time
+    (tmp_path / "notebooks").mkdir()
+    lesson(tmp_path / "notebooks", "01_quick", "print('quick')")
+    lesson(tmp_path / "notebooks", "02_slow", "import time\ntime.sleep(120)")
+    out = tmp_path / "runs" / "latest"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text('{"status": "ok", "earlier": true}')
+    sockets = set(Path(tempfile.gettempdir()).glob("cifar-kernel-*"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen([sys.executable, "-m", "cifar_helpers.run_all", "--out", str(out)],
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    for line in job.stdout:                              # wait for the slow notebook to start
+        if line.startswith("[run_all] 02_slow.en.ipynb"):
+            break
+    time.sleep(4)                                        # its kernel is up and sleeping
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 130, err
+    assert json.loads((out / "summary.json").read_text()) == {"status": "ok", "earlier": True}
+    partial = next((tmp_path / "runs").glob("latest.run-*"))   # the kernel may say more before
+    assert err.splitlines()[-1] == (f"cifar_helpers.run_all: interrupted: the partial run and its "
+                           f"summary.json are in {partial}; --out {out} is unchanged")
+    summary = json.loads((partial / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert [e["status"] for e in summary["notebooks"].values()] == ["ok", "interrupted"]
+    assert set(Path(tempfile.gettempdir()).glob("cifar-kernel-*")) == sockets, "sockets left behind"
+
+
+@pytest.mark.slow
+def test_inplace_stores_nothing_unless_every_notebook_succeeds(tmp_path):
+    lesson(tmp_path, "01_fine", "print('fine')")
+    lesson(tmp_path, "02_broken", "1 / 0")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")}
+    summary = run_all.run(tmp_path / "run", {}, inplace=True, folder=tmp_path, log=lambda *_: None)
+    assert summary["status"] == "failed" and "ZeroDivisionError" in summary["error"]
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.ipynb")} == before
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
+    summary = run_all.run(tmp_path / "run", {}, only=["01"], inplace=True, folder=tmp_path,
+                          log=lambda *_: None)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "ok"
+    stored = nbformat.read(str(tmp_path / "01_fine.zh.ipynb"), as_version=4)
+    assert code_cells(stored)[1].outputs[0].text == "fine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "run"])
 
 
 def test_parse_value():

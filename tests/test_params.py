@@ -2,7 +2,9 @@
 
 import pytest
 
-from cifar_helpers.params import DEFAULTS, Params, default_data_dir, make_params
+import argparse
+
+from cifar_helpers.params import DECLARATIONS, DEFAULTS, Params, add_arguments, make_params
 
 
 def test_defaults_are_the_seed_recipe():
@@ -36,16 +38,45 @@ def test_all_problems_reported_at_once():
     assert "epochs=0" in str(err.value) and "lr=-1" in str(err.value)
 
 
-def test_replace_validates_and_ints_become_floats():
-    p = make_params(lr=1)
+def test_ints_become_floats_and_paths_strings(tmp_path):
+    p = make_params(lr=1, checkpoint=tmp_path / "c.pth", image_paths=[tmp_path / "a.jpg"])
     assert p.lr == 1.0 and isinstance(p.lr, float)
-    assert p.replace(epochs=3).epochs == 3
-    with pytest.raises(ValueError):
-        p.replace(epochs=0)
+    assert p.checkpoint == str(tmp_path / "c.pth") and p.image_paths == [str(tmp_path / "a.jpg")]
 
 
-def test_data_dir_reads_environment(monkeypatch):
+def test_one_declaration_gives_defaults_fields_and_checks():
+    assert list(DEFAULTS) == list(DECLARATIONS) == list(Params.__dataclass_fields__)
+    assert make_params().budget_seconds == 120 and make_params(budget_seconds=10.5).budget_seconds == 10.5
+    assert make_params(budget_seconds=None).budget_seconds is None   # the preset's own epochs
+    with pytest.raises(ValueError, match="budget_seconds=5 must be None or at least 10"):
+        make_params(budget_seconds=5)
+    assert Params().preset_changes is not Params().preset_changes     # no shared mutable default
+
+
+def parser(*names, **defaults):
+    p = argparse.ArgumentParser(prog="t")
+    add_arguments(p, *names, **defaults)
+    return p
+
+
+def test_add_arguments_uses_the_declaration(monkeypatch, capsys):
+    monkeypatch.delenv("CIFAR10_DATA_DIR", raising=False)
+    names = ("data_dir", "epochs", "lr", "train_size", "budget_seconds", "download")
+    args = parser(*names).parse_args([])
+    assert vars(args) == {k: DEFAULTS[k] for k in names}
+    args = parser(*names).parse_args(["--epochs", "3", "--lr", "1", "--train-size", "None",
+                                      "--budget-seconds", "12.5", "--no-download"])
+    assert (args.epochs, args.lr, args.train_size, args.budget_seconds, args.download) == (
+        3, 1.0, None, 12.5, False)
+    assert parser("device", device="cpu").parse_args([]).device == "cpu"
     monkeypatch.setenv("CIFAR10_DATA_DIR", "/somewhere")
-    assert default_data_dir() == "/somewhere"
-    monkeypatch.delenv("CIFAR10_DATA_DIR")
-    assert default_data_dir() == "data"
+    assert parser("data_dir").parse_args([]).data_dir == "/somewhere"
+    for argv, message in [(["--epochs", "0"], "argument --epochs: epochs=0 must be at least 1"),
+                          (["--epochs", "x"], "epochs='x' is not a number"),
+                          (["--lr", "-1"], "lr=-1.0 must be > 0")]:
+        with pytest.raises(SystemExit) as err:
+            parser("epochs", "lr").parse_args(argv)
+        assert err.value.code == 2 and message in capsys.readouterr().err
+    assert "passes over the training set (default: 2)" in parser("epochs").format_help()
+    with pytest.raises(TypeError, match="lr"):
+        parser("epochs", lr=0.1)

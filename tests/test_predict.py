@@ -236,9 +236,9 @@ def test_cli_names_each_bad_picture_and_still_classifies_the_good(nets, tmp_path
     assert code == 1
     assert [l.split(": ")[0] for l in out.splitlines()] == [str(good[0]), str(good[1])]
     lines = err.splitlines()
-    assert len(lines) == len(bad) + 1 and lines[-1] == f"predict: {len(bad)} of {len(args)} pictures could not be classified"
+    assert len(lines) == len(bad) + 1 and lines[-1] == f"cifar_helpers.predict: {len(bad)} of {len(args)} pictures could not be classified"
     for line, (kind, (path, words)) in zip(lines, bad.items()):
-        assert line.startswith(f"predict: {path}: ") and words in line, (kind, line)
+        assert line.startswith(f"cifar_helpers.predict: {path}: ") and words in line, (kind, line)
     code, out, err = run_main([bad["text"][0], "--checkpoint", nets["net"][0], "--json"], capsys)
     assert code == 1 and out == "" and "not an image" in err
 
@@ -260,10 +260,44 @@ def test_cli_refuses_bad_checkpoints(nets, tmp_path, capsys):
              weights: "nor the state_dict of the seed's Net", alien: "'ResNet50' model"}
     for path, words in cases.items():
         code, out, err = run_main([picture, "--checkpoint", path], capsys)
-        assert code == 2 and out == "" and err.startswith("predict: ") and words in err, (path, err)
+        assert code == 2 and out == "" and err.startswith("cifar_helpers.predict: ") and words in err, (path, err)
         assert err.count("\n") == 1                        # one line, no traceback
     code, _, err = run_main([picture, "--checkpoint", nets["net"][0], "--top", "11"], capsys)
     assert code == 2 and "--top 11 must be between 1 and 10" in err
+
+
+def test_cli_refuses_checkpoints_with_impossible_entries(nets, tmp_path, capsys, monkeypatch):
+    picture = good_pictures(tmp_path)[0]
+    blob = torch.load(nets["net"][0], weights_only=True)
+    whole = tmp_path / "whole.pth"
+    torch.save(nets["net"][1], whole)                       # the whole pickled module
+    cases = {"nan_mean.pth": ({"normalization": {"mean": [0.5, float("nan"), 0.5], "std": [0.5] * 3}},
+                              "nan_mean.pth: field 'normalization.mean' is [0.5, nan, 0.5]; it must "
+                              "be 3 finite numbers (one per RGB channel)"),
+             "two_std.pth": ({"normalization": {"mean": [0.5] * 3, "std": [0.5, 0.5]}},
+                             "two_std.pth: field 'normalization.std' is [0.5, 0.5]; it must be 3 "
+                             "finite numbers > 0"),
+             "zero_std.pth": ({"normalization": {"mean": [0.5] * 3, "std": [0.5, 0.0, 0.5]}},
+                              "field 'normalization.std' is [0.5, 0.0, 0.5]"),
+             "huge.pth": ({"config": {**blob["config"], "num_classes": 10 ** 9}},
+                          "huge.pth: field 'config.num_classes' is 1000000000, but 'classes' "
+                          "names 10"),
+             "float.pth": ({"config": {**blob["config"], "num_classes": 1e9}},
+                           "field 'config.num_classes' is 1000000000.0"),
+             "fewer.pth": ({"classes": list(CIFAR10_CLASSES[:9])},
+                           "field 'config.num_classes' is 10, but 'classes' names 9")}
+    built = []
+    monkeypatch.setattr(Net, "__init__", lambda *a, **k: built.append(a))   # nothing built
+    for name, (changes, words) in cases.items():
+        save_atomic({**blob, **changes}, tmp_path / name)
+        code, out, err = run_main([picture, "--checkpoint", tmp_path / name], capsys)
+        assert code == 2 and out == "" and words in err and err.count("\n") == 1, (name, err)
+    assert built == []
+    code, out, err = run_main([picture, "--checkpoint", whole], capsys)
+    assert code == 2 and err == (f"cifar_helpers.predict: {whole} is a whole pickled model "
+                                 f"(cifar_helpers.models.Net, as torch.save(net) writes), not a "
+                                 f"state dict, and cannot be loaded safely; where it was made, "
+                                 f"re-save it with torch.save(net.state_dict(), '{whole}')\n")
 
 
 def test_module_runs_from_the_shell(nets, tmp_path):
