@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from argparse import Namespace
+from pathlib import Path
 
 import pytest
 import torch
@@ -92,6 +93,17 @@ def test_clear_errors_before_any_work(tiny_folder, tmp_path):
     assert "nccl needs CUDA GPUs" in done.stderr or "backend nccl is not available" in done.stderr
     done = run(job(tiny_folder, tmp_path, "x", "--epochs", "0"))
     assert done.returncode == 2 and "epochs=0 must be at least 1" in done.stderr
+    (tmp_path / "a_file").write_text("not a folder")
+    done = run(job(tiny_folder, tmp_path, "x", "--checkpoint", str(tmp_path / "a_file" / "c.pth")))
+    assert done.returncode == 2 and "a_file is a file, not a folder" in done.stderr
+    assert "world size" not in done.stdout                            # before any training
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tiny_folder, tmp_path):
+    done = run(job(tiny_folder, tmp_path, "nan", "--lr", "1e30"))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("cifar_helpers.distributed: loss is nan at epoch 1, step 5: "
+                                   "training diverged. Try a lower learning rate (lr).")
 
 
 def _args(**kw) -> Namespace:
@@ -174,3 +186,31 @@ def test_ddp_killed_and_resumed_ends_like_the_uninterrupted_run(tiny_folder, tmp
     w_ref, w = torch.load(tmp_path / "ref.pt"), torch.load(tmp_path / "killed.pt")
     for k in w_ref:
         torch.testing.assert_close(w[k], w_ref[k], rtol=1e-6, atol=1e-7)
+
+
+def test_elastic_restart_ends_with_the_weights_of_an_uninterrupted_run(tiny_folder, tmp_path):
+    """torchrun --max-restarts 1: rank 1 dies in epoch 2 (5 steps an epoch); the restarted group
+    resumes from epoch 1's checkpoint and ends with the uninterrupted run's weights, bit for bit."""
+    common = ["--data-dir", tiny_folder, "--epochs", "3", "--batch-size", "16", "--lr", "0.05"]
+    ref = distributed.launch(2, [*common, "--checkpoint", tmp_path / "ref.pth"], log=lambda _: None)
+    lines: list[str] = []
+    done = distributed.launch(2, [*common, "--checkpoint", tmp_path / "el.pth", "--resume"],
+                              log=lines.append, max_restarts=1,
+                              env={distributed.FAULT_ENV: "rank=1,step=7"})
+    assert (ref["resumed_from"], done["resumed_from"]) == (0, 1)
+    assert "[rank 1] injected fault at step 7" in lines               # the first attempt only
+    assert any(line.startswith("torchrun: ") and "exitcode: 3" in line for line in lines)
+    assert not any(line.startswith("[rank0]:") for line in lines)       # no worker tracebacks
+    assert sum(line.startswith("resumed from") for line in lines) == 1
+    w_ref = torch.load(tmp_path / "ref.pth")["state_dict"]
+    w = torch.load(tmp_path / "el.pth")["state_dict"]
+    assert all(torch.equal(w[k], w_ref[k]) for k in w_ref)
+
+
+def test_ddp_jobs_end_cleanly_run_after_run():
+    """Issue 25: a worker used to abort at exit now and then (``terminate called without an
+    active exception``) after a successful run; five jobs in a row must all exit with 0."""
+    tool = Path(__file__).resolve().parent.parent / "tools" / "ddp_stress.py"
+    done = subprocess.run([sys.executable, str(tool), "--runs", "5"], capture_output=True,
+                          text=True, timeout=600)
+    assert done.stdout.strip().splitlines()[-1] == "ddp_stress: 5 runs, 0 failed", done.stdout

@@ -75,6 +75,7 @@ def run_in_this_process(script: Path, settings: dict, monkeypatch) -> None:
                  "MASTER_PORT": str(free_port())}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(sys, "argv", [str(script), json.dumps(settings)])
+    monkeypatch.setattr(os, "_exit", lambda code: None)   # the script's last line ends a worker
     runpy.run_path(str(script), run_name="__main__")
 
 
@@ -116,3 +117,25 @@ def test_one_and_two_processes_train_like_one_plain_process(tiny_folder, tmp_pat
     shuffled, same = first_images(outs[1]), first_images(same_order)
     assert len(shuffled) == len(same) == 2
     assert shuffled[0] != shuffled[1] and same[0] == same[1] == shuffled[0]
+
+
+ELASTIC_CELLS = ("twin-elastic-ref", "twin-elastic-restart", "twin-elastic-compare")
+
+
+def test_the_elastic_cells_restart_a_killed_group_and_end_with_the_same_weights(
+        tiny_folder, tmp_path, monkeypatch, capsys):
+    """Section 4's cells on tiny data: torchrun --max-restarts 1 restarts the group after rank 1
+    is killed in epoch 2, and the weights equal those of the uninterrupted run."""
+    from cifar_helpers import distributed
+    from notebook_code import run_cell
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "ddp_elastic.pth").write_bytes(b"an earlier run's file")  # removed
+    ns = {"os": os, "torch": torch, "distributed": distributed, "data_dir": str(tiny_folder),
+          "train_size": 80, "seed": 0, "nproc": 2, "run_device": "cpu"}
+    for tag in ELASTIC_CELLS:
+        run_cell("07_multi_gpu", tag, ns)
+    out = capsys.readouterr().out
+    assert f"[rank 1] injected fault at step {ns['crash_step']}" in out
+    assert "resumed after epoch 1" in out and "same weights: True" in out
+    assert ns["same_weights"] and ns["restarted"]["resumed_from"] == 1
