@@ -3,6 +3,8 @@
     python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S]
     python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
     python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D] [--set F=V]
+    python -m cifar_helpers.bench fast --budget S [--seeds N] [--data-dir D] [--device D]
+    python -m cifar_helpers.bench budget --budget S [--data-dir D] [--device D] [--seed S]
     python -m cifar_helpers.bench epochs [--device D]
     python -m cifar_helpers.bench inference --checkpoint PATH [--threads N] [--calls N] [--batches N]
 """
@@ -22,6 +24,7 @@ import torch
 
 from . import data, modern, speed
 from .devices import cpu_count, get_device
+from .params import add_arguments
 
 
 def _line(result: dict) -> str:
@@ -106,18 +109,80 @@ def contention(data_dir: str, names: Sequence[str], seed: int = 0) -> dict:
     return summary
 
 
+def machine() -> dict:
+    """The CPU's model name (``/proc/cpuinfo``, else ``platform``), its cores, the GPU's name."""
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), name)
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {"cpu": name, "cores": cpu_count(), "gpu": gpu}
+
+
+def budget(data_dir: str, budget_seconds: float, device: str = "auto", seeds: int = 1,
+           first_seed: int = 0, val_size: int = 0) -> list[dict]:
+    """The modern recipe within ``budget_seconds`` (:func:`modern.plan_budget` chooses, probe
+    included), one JSON line per seed: the choice, the seconds of each part, the accuracy.
+
+    Trains on the 50,000 training images and scores the test images once (``val_size``: the
+    held-out ones); nothing is chosen on them. Data decoding, the kernel warm-up and the
+    evaluation are outside the budget and reported apart (``setup_seconds``, ``eval_seconds``).
+    """
+    modern.check_budget(budget_seconds)
+    dev = get_device(device)
+    start = time.perf_counter()
+    train_x, train_y, score_x, score_y, scored = modern.load_split(data_dir, val_size)
+    loading = time.perf_counter() - start
+    print(f"# bench budget: {budget_seconds:g} s on {dev}, {machine()}, torch {torch.__version__}; "
+          f"data {os.path.abspath(data_dir)}; train {len(train_y)} images, {scored} "
+          f"{len(score_y)} (scored once per seed)", flush=True)
+    rows = []
+    for seed in range(first_seed, first_seed + seeds):
+        plan = modern.plan_budget(budget_seconds, dev, train_images=len(train_y))
+        print(f"# {plan.reason}", flush=True)
+        net, report = modern.train(plan.preset, train_x, train_y, seed=seed, device=dev,
+                                   log=None, budget=plan)
+        start = time.perf_counter()
+        score = modern.evaluate(net, plan.preset, score_x, score_y, dev)
+        p = plan.preset
+        row = {"budget_seconds": budget_seconds, "train_seconds": round(report["train_seconds"], 2),
+               "probe_seconds": round(plan.probe_seconds, 2),
+               "setup_seconds": round(loading + plan.warmup_seconds, 2),
+               "eval_seconds": round(time.perf_counter() - start, 2),
+               "total_seconds": round(report["train_seconds"] + plan.probe_seconds, 2),
+               "preset": p.name, "widths": list(p.widths), "batch_size": p.batch_size,
+               "epochs_planned": p.epochs, "epochs": round(report["epochs_done"], 2),
+               "precision": report["precision"], f"{scored}_accuracy": round(score["accuracy"], 4),
+               f"{scored}_accuracy_no_tta": round(score["accuracy_no_tta"], 4),
+               "images_per_second_probed": {k: round(v) for k, v in plan.images_per_second.items()},
+               "seed": seed, "device": str(dev), **machine(), "threads": report["threads"],
+               "bf16": report["precision"] == "bfloat16", "reproducible": False}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
 def fast(data_dir: str, preset: str = "auto", seeds: int = 3, device: str = "auto",
-         val_size: int = 0, first_seed: int = 0, changes: dict | None = None) -> dict:
-    """The modern recipe's preset over ``seeds`` seeds: per-seed lines, then one JSON summary.
+         val_size: int = 0, first_seed: int = 0, changes: dict | None = None,
+         budget_seconds: float | None = None) -> dict | list[dict]:
+    """The modern recipe's preset over ``seeds`` seeds: per-seed lines, then one JSON summary;
+    with ``budget_seconds``, :func:`budget` (the preset is chosen, one JSON line per seed).
 
     Each seed trains on the 50,000 training images and is scored once on the 10,000 test images;
     with ``val_size`` it trains on the rest and is scored on those held-out images instead (the
     test set is not read). Training seconds exclude data loading and evaluation.
     """
-    dev = get_device(device)
-    p = modern.get_preset(preset, dev, **(changes or {}))
     if seeds < 1:
         raise ValueError(f"--seeds {seeds} must be at least 1")
+    if budget_seconds is not None:
+        if preset != "auto" or changes:
+            raise ValueError("--budget chooses the preset itself; leave out --preset and --set")
+        return budget(data_dir, budget_seconds, device, seeds, first_seed, val_size)
+    dev = get_device(device)
+    p = modern.get_preset(preset, dev, **(changes or {}))
     train_x, train_y, score_x, score_y, scored = modern.load_split(data_dir, val_size)
     what = (f"validation {len(score_y)} held-out training images (test set not used)"
             if scored == "val" else f"test {len(score_y)}")
@@ -172,10 +237,9 @@ def inference(checkpoint: str, threads: int | None = None, calls: int = 300, bat
     from . import export
     from .predict import load_classifier
 
+    check_counts(threads=threads, calls=calls, batches=batches, batch_size=batch_size)
     net, info, _, _ = load_classifier(checkpoint)
     threads = threads or torch.get_num_threads()
-    if threads < 1:
-        raise ValueError(f"--threads {threads} must be at least 1")
     print(f"# bench inference: {info['model']} {info['config']} from {checkpoint}; {threads} threads "
           f"for every backend ({cpu_count()} cores), torch {torch.__version__}, onnxruntime "
           f"{onnxruntime.__version__}, {platform.processor() or platform.machine()}", flush=True)
@@ -205,35 +269,47 @@ def inference(checkpoint: str, threads: int | None = None, calls: int = 300, bat
     return summary
 
 
+def check_counts(**counts: int | None) -> None:
+    """Refuse a count below 1 (None: its default), naming the option: ``--threads 0`` is no
+    request for the default."""
+    for name, value in counts.items():
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} {value} must be at least 1, e.g. {flag} 2")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("tutorial", help="the seed's recipe vs the fast recipe for the same Net")
-    t.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    add_arguments(t, "data_dir")
     t.add_argument("--skip-baseline", action="store_true", help="run only the fast recipe")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu")
-    t.add_argument("--train-size", type=int, default=None, help="a subset, for quick checks")
-    t.add_argument("--test-size", type=int, default=None)
+    add_arguments(t, "seed", "device", "train_size", "test_size", device="cpu")
     c = sub.add_parser("contention", help="each recipe idle, then beside a busy process")
-    c.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    add_arguments(c, "data_dir")
     c.add_argument("--with-seed-code", action="store_true",
                    help="also the seed's code as written (about 15 minutes beside a busy process)")
-    c.add_argument("--seed", type=int, default=0)
+    add_arguments(c, "seed")
     f = sub.add_parser("fast", help="the modern recipe (notebook 08): a preset over several seeds")
     f.add_argument("--preset", default="auto", help=f"auto (by device) or one of {sorted(modern.PRESETS)}")
     f.add_argument("--seeds", type=int, default=3)
     f.add_argument("--first-seed", type=int, default=0)
-    f.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
-    f.add_argument("--device", default="auto")
+    add_arguments(f, "data_dir", "device")
     f.add_argument("--val-size", type=int, default=0,
                    help="hold out this many training images and score on them instead of the "
                         "test set (for choosing settings)")
     f.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a preset field, e.g. --set epochs=5")
+    b = sub.add_parser("budget", help="the modern recipe within a time budget: it chooses the net")
+    for command in (f, b):
+        command.add_argument("--budget", type=float, default=None, required=command is b,
+                             metavar="SECONDS", help="training seconds, the speed probe included")
+    add_arguments(b, "seed", "data_dir", "device")
+    b.add_argument("--val-size", type=int, default=0,
+                   help="hold out this many training images and score on them, not the test set")
     e = sub.add_parser("epochs", help="seconds per epoch of Net and wider variants, CPU vs --device")
-    e.add_argument("--device", default="auto")
+    add_arguments(e, "device")
     i = sub.add_parser("inference", help="eager vs torch.export vs ONNX Runtime for one checkpoint (CPU)")
     i.add_argument("--checkpoint", required=True, help="a checkpoint of notebook 03 or 08")
     i.add_argument("--threads", type=int, default=None, help="for every backend (default: torch's)")
@@ -243,12 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     one = sub.add_parser("_one")  # internal: one recipe, one JSON line (used by run_isolated)
     one.add_argument("recipe", choices=sorted(RECIPES))
     one.add_argument("--data-dir", required=True)
-    one.add_argument("--seed", type=int, default=0)
-    one.add_argument("--device", default="cpu")
-    one.add_argument("--train-size", type=int, default=None)
-    one.add_argument("--test-size", type=int, default=None)
+    add_arguments(one, "seed", "device", "train_size", "test_size", device="cpu")
     args = parser.parse_args(argv)
     try:
+        check_counts(**{k: getattr(args, k, None)
+                        for k in ("threads", "calls", "batches", "seeds")})
         if args.command == "_one":
             res = speed.run(RECIPES[args.recipe], args.data_dir, seed=args.seed,
                             device=args.device, train_size=args.train_size, test_size=args.test_size)
@@ -262,13 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             inference(args.checkpoint, args.threads, args.calls, args.batches, folder=args.keep)
         elif args.command == "fast":
             fast(args.data_dir, args.preset, args.seeds, args.device, args.val_size, args.first_seed,
-                 modern.parse_changes(args.set))
+                 modern.parse_changes(args.set), args.budget)
+        elif args.command == "budget":
+            budget(args.data_dir, args.budget, args.device, 1, args.seed, args.val_size)
         else:
             names = ["fast", "seed-in-memory"] + (["seed-code"] if args.with_seed_code else [])
             contention(args.data_dir, names, args.seed)
     except (data.DataError, ValueError, RuntimeError) as err:  # DeviceError is a RuntimeError,
         # CheckpointError a ValueError
-        print(f"bench: {err}", file=sys.stderr)
+        print(f"cifar_helpers.bench: {err}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,7 +1,8 @@
 """The modern recipe: ConvGroupNet, batched tensor augmentation, lookahead/EMA, TTA, presets.
 
 Everything random in a run is derived from ``(seed, epoch)``, so an epoch-boundary checkpoint
-resumes bit-identically. Hyper-parameters follow airbench94 (Keller Jordan) in its "decoupled"
+resumes bit-identically. A run within a time budget (:func:`plan_budget`, ``--budget``) follows
+the clock instead of the step count, so it is not bit-reproducible. Hyper-parameters follow airbench94 (Keller Jordan) in its "decoupled"
 form: ``lr`` and ``weight_decay`` are per 1,024 examples, independent of batch size and momentum.
 """
 
@@ -22,11 +23,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, check_same_run, normalization_entry, read_checkpoint
+from .checkpoint import normalization_entry, save_model
 from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
 from .devices import cpu_threads, supports_bf16, synchronize
 from .models import ConvGroupNet
-from .train import NonFiniteLossError, save_checkpoint, set_step_delay_from_env, step_delay
+from .runstate import (CheckpointError, capture_rng, check_finite, check_same_run, check_writable,
+                       load_for_resume, num_threads, read_state, restore_rng, step_hook)
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,46 @@ PRESETS: dict[str, Preset] = {
 PRESETS["demo"] = shorten(PRESETS["cpu5"], 2, "demo")            # about a minute on 2 cores
 
 
+#: Upper bounds of the numeric fields: far above any useful value, low enough that a typo
+#: (``lr=1e30``) or an overflow (``epochs=1e999``) is refused before training, not met as a NaN.
+LIMITS = {"epochs": 1000, "batch_size": 50_000, "lr": 1000.0, "muon_lr": 10.0,
+          "weight_decay": 10.0, "bias_scaler": 1000.0, "whiten_bias_epochs": 1000,
+          "ema_start": 1000, "width": 4096}
+
+
+def _check_type(field: str, value: object, example: object) -> object:
+    """``value`` for preset ``field``, checked against the field's declared type: bools only
+    True/False, whole numbers for ints (5.0 becomes 5), finite numbers for floats."""
+    kind = Preset.__dataclass_fields__[field].type          # a string: annotations are lazy
+
+    def bad(what: str) -> ValueError:
+        return ValueError(f"preset field {field}={value!r} must be {what}, e.g. "
+                          f"{field}={example!r}")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise bad("True or False")
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif kind.startswith("tuple"):
+        if not (isinstance(value, (tuple, list)) and len(value) == 3 and all(
+                isinstance(w, int) and not isinstance(w, bool) for w in value)):
+            raise bad("three whole numbers")
+        return tuple(value)
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad("a whole number" if kind == "int" else "a number")
+    elif not math.isfinite(value):
+        raise bad("a finite number")
+    elif kind == "int":
+        if value != int(value):
+            raise bad("a whole number")
+        return int(value)
+    return value
+
+
 def get_preset(name: str, device: torch.device | str = "cpu", **changes) -> Preset:
-    """A preset by name (``"auto"``: by device), with ``changes`` to its fields, validated."""
+    """A preset by name (``"auto"``: by device), with ``changes`` to its fields, validated: each
+    change has its field's type, and every field a sane range (see :data:`LIMITS`)."""
     device = torch.device(device)
     if name == "auto":
         name = "gpu94" if device.type == "cuda" else "cpu10"
@@ -97,28 +137,41 @@ def get_preset(name: str, device: torch.device | str = "cpu", **changes) -> Pres
     if unknown:
         raise ValueError(f"unknown preset field(s) {sorted(unknown)}; known: "
                          f"{sorted(Preset.__dataclass_fields__)}")
-    p = replace(PRESETS[name], **changes)
-    try:
-        p = replace(p, widths=tuple(int(w) for w in p.widths))
-    except (TypeError, ValueError):
-        raise ValueError(f"widths={p.widths!r} must be three whole numbers, e.g. [64, 256, 256]") from None
-    checks = [(p.epochs > 0, "epochs must be > 0"), (p.batch_size >= 1, "batch_size must be >= 1"),
-              (p.lr > 0, "lr must be > 0"), (0 <= p.momentum < 1, "momentum must be in [0, 1)"),
-              (p.weight_decay >= 0, "weight_decay must be >= 0"),
+    base = PRESETS[name]
+    p = replace(base, **{k: _check_type(k, v, getattr(base, k)) for k, v in changes.items()})
+    top = LIMITS
+    checks = [(0 < p.epochs <= top["epochs"], f"epochs must be in (0, {top['epochs']}]"),
+              (1 <= p.batch_size <= top["batch_size"],
+               f"batch_size must be in [1, {top['batch_size']}]"),
+              (0 < p.lr <= top["lr"], f"lr must be > 0 and <= {top['lr']:g}"),
+              (0 <= p.muon_lr <= top["muon_lr"], f"muon_lr must be in [0, {top['muon_lr']:g}]"),
+              (0 <= p.momentum < 1, "momentum must be in [0, 1)"),
+              (0 <= p.muon_momentum < 1, "muon_momentum must be in [0, 1)"),
+              (0 <= p.weight_decay <= top["weight_decay"],
+               f"weight_decay must be in [0, {top['weight_decay']:g}]"),
+              (0 < p.bias_scaler <= top["bias_scaler"],
+               f"bias_scaler must be in (0, {top['bias_scaler']:g}]"),
               (0 <= p.warmup < 1, "warmup must be in [0, 1)"),
+              (0 <= p.lr_start <= 1 and 0 <= p.lr_end <= 1,
+               "lr_start and lr_end must be in [0, 1]"),
               (0 <= p.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
               (0 <= p.translate <= 8, "translate must be 0..8 pixels"),
               (p.tta in (0, 1, 2), "tta must be 0, 1 or 2"),
               (0 < p.ema_decay < 1, "ema_decay must be in (0, 1)"),
-              (p.whiten_eps > 0, "whiten_eps must be > 0"),
-              (isinstance(p.batch_size, int) and isinstance(p.translate, int),
-               "batch_size and translate must be whole numbers"),
-              (len(p.widths) == 3 and min(p.widths) >= 1, "widths must be three numbers >= 1"),
+              (0 <= p.ema_start <= top["ema_start"],
+               f"ema_start must be in [0, {top['ema_start']}]"),
+              (0 <= p.whiten_bias_epochs <= top["whiten_bias_epochs"],
+               f"whiten_bias_epochs must be in [0, {top['whiten_bias_epochs']}]"),
+              (0 < p.whiten_eps < 1, "whiten_eps must be in (0, 1)"),
+              (1 <= min(p.widths) and max(p.widths) <= top["width"],
+               f"widths must be three numbers in [1, {top['width']}]"),
               (p.precision in ("auto", "bf16", "fp16", "fp32"),
                "precision must be 'auto', 'bf16', 'fp16' or 'fp32'")]
     bad = [msg for ok, msg in checks if not ok]
     if bad:
-        raise ValueError(f"preset {name!r} with {changes}: " + "; ".join(bad))
+        own = ", ".join(f"{k}={getattr(base, k)!r}" for k in changes)
+        raise ValueError(f"preset {name!r} with {changes}: " + "; ".join(bad) +
+                         (f" (e.g. the preset's own {own})" if own else ""))
     return p
 
 
@@ -352,18 +405,19 @@ def make_optimizer(net: ConvGroupNet, preset: Preset) -> torch.optim.Optimizer:
     return NesterovMuon(groups, momentum=preset.momentum)
 
 
-def warm_up(preset: Preset, device: torch.device | str) -> None:
+def warm_up(preset: Preset, device: torch.device | str) -> float:
     """Untimed steps of a throwaway net at the preset's shapes: one-time set-up (oneDNN
     primitives on CPU, cuDNN autotuning and the eigen-solver's library load on CUDA) stays out
-    of the timed runs."""
+    of the timed runs. Returns the images/s of its one timed step (a rough speed)."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    step_throughput(preset, device, steps=1)
+    rough = step_throughput(preset, device, steps=1)
     net = ConvGroupNet(preset.widths).to(device)
     init_whitening(net, torch.randn(64, 3, 32, 32, device=device), preset.whiten_eps)
     predict_logits(net, torch.zeros(1000, 3, 32, 32, dtype=torch.uint8), preset.tta,
                    dtype=autocast_dtype(preset, device), channels_last=preset.channels_last)
+    return rough
 
 
 def ladder(base: Preset) -> dict[str, Preset]:
@@ -383,33 +437,41 @@ def ladder(base: Preset) -> dict[str, Preset]:
     return steps
 
 
-def step_throughput(preset: Preset, device: torch.device | str = "cpu", steps: int = 10) -> float:
-    """Images per second of the preset's training steps on random data (no data or eval cost)."""
+def step_throughput(preset: Preset, device: torch.device | str = "cpu", steps: int = 10,
+                    seconds: float | None = None, warm_steps: int = 2,
+                    clock: Callable[[], float] = time.perf_counter) -> float:
+    """Images per second of the preset's training steps on random data (no data or eval cost):
+    ``warm_steps`` untimed, then ``steps`` timed, fewer (at least one) where another would end
+    the call past ``seconds``."""
     device = torch.device(device)
     dtype = autocast_dtype(preset, device)
     fmt = torch.channels_last if preset.channels_last else torch.contiguous_format
-    old_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(preset.batch_size))
-    try:
+    called = clock()
+    with num_threads(cpu_threads(preset.batch_size) if device.type == "cpu" else None):
         net = ConvGroupNet(preset.widths).to(device, memory_format=fmt)
         compiled = torch.compile(net) if preset.compile else net
         optimizer = make_optimizer(net, preset)
         x = torch.randn(preset.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (preset.batch_size,), device=device)
-        for i in range(steps + 2):
-            if i == 2:                            # the first steps set up kernels: not timed
+        done = -warm_steps
+        while done < steps:
+            if done == 0:                         # the first steps set up kernels: not timed
                 synchronize(device)
-                start = time.perf_counter()
+                start = last = clock()
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 loss = F.cross_entropy(compiled(x), y, reduction="sum")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            done += 1
+            if done > 0 and seconds is not None:
+                synchronize(device)
+                now = clock()
+                if now - called + (now - last) > seconds:   # the next step would end past it
+                    break
+                last = now
         synchronize(device)
-        return steps * preset.batch_size / (time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old_threads)
+        return done * preset.batch_size / (clock() - start)
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -456,39 +518,165 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return (logits.argmax(1) == labels.cpu()).float().mean().item()
 
 
+# ----------------------------------------------------------------------------- time budget
+
+#: What ``--budget`` chooses from, best first. The rule: the first candidate whose probed speed
+#: gives it at least its :data:`MIN_EPOCHS` (else its preset's epochs) within the budget's
+#: training time, else the last (fastest) one; either way it trains for the whole time, on a
+#: schedule that follows the clock. On the CPU the wide net (``cpu10``) pays off from 10 epochs:
+#: 64/256/256 reached 90.84-91.02 % on the validation split after 10 epochs, the narrow ``cpu5``
+#: 89.96 % after 11 and no more after 14 (docs/benchmarks.md). What it chose, measured:
+#:
+#: ================================ =========== =========== ================================
+#: machine (probe, img/s)           cpu5        cpu10       choice
+#: ================================ =========== =========== ================================
+#: 2-core Intel Xeon, AMX bf16      ~1,250      ~900        cpu5 up to 300 s, cpu10 at 600 s
+#: ================================ =========== =========== ================================
+#:
+#: On CUDA the candidates are ``gpu5s`` (12 epochs) and ``gpu94``; not yet measured on a GPU.
+BUDGET_CANDIDATES: dict[str, tuple[str, ...]] = {"cpu": ("cpu10", "cpu5"),
+                                                 "cuda": ("gpu5s", "gpu94")}
+MIN_EPOCHS: dict[str, float] = {"cpu10": 10.0}   # fewer than the preset's 12 still beat cpu5
+PROBE_SHARE = 0.05        # the throughput probe's share of the budget, at most
+MIN_BUDGET = 10.0         # seconds: below this the probe and one epoch's set-up dominate
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What :func:`plan_budget` chose for ``budget_seconds``: the preset, the training seconds
+    left after the probe, the probe's measurements and the reason, in one line."""
+
+    budget_seconds: float
+    preset: Preset
+    train_seconds: float
+    probe_seconds: float
+    warmup_seconds: float                 # kernel set-up before the probe: not in the budget
+    images_per_second: dict[str, float]   # by candidate preset name
+    reason: str
+
+    def record(self) -> dict:
+        """The plan as a checkpoint stores it (plain types); :meth:`from_record` reads it back."""
+        return {**asdict(self), "preset": asdict(self.preset)}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Budget:
+        return cls(**{**record, "preset": Preset(**record["preset"])})
+
+
+def check_budget(budget_seconds: float) -> float:
+    """``budget_seconds`` as a float, refused unless a finite number >= :data:`MIN_BUDGET`."""
+    if isinstance(budget_seconds, bool) or not isinstance(budget_seconds, (int, float)) or not (
+            math.isfinite(budget_seconds) and budget_seconds >= MIN_BUDGET):
+        raise ValueError(f"budget={budget_seconds!r} must be a number of seconds >= "
+                         f"{MIN_BUDGET:g}, e.g. --budget 120")
+    return float(budget_seconds)
+
+
+def plan_budget(budget_seconds: float, device: torch.device | str = "cpu", *,
+                train_images: int = 50_000, clock: Callable[[], float] = time.perf_counter,
+                measure: Callable[..., float] = step_throughput, warm: bool = True,
+                candidates: Sequence[Preset] | None = None) -> Budget:
+    """Probe this machine's speed for each candidate (at most :data:`PROBE_SHARE` of the
+    budget, counted in it) and choose the preset and epochs that fit (see
+    :data:`BUDGET_CANDIDATES`, or ``candidates``, best first). ``warm``: set up each
+    candidate's kernels first, not counted; ``clock`` and ``measure`` are for tests."""
+    budget_seconds, device = check_budget(budget_seconds), torch.device(device)
+    presets = list(candidates or [PRESETS[n] for n in
+                                  BUDGET_CANDIDATES["cuda" if device.type == "cuda" else "cpu"]])
+    began = clock()
+    rough = {p.name: warm_up(p, device) for p in presets} if warm else {}
+    probe_start = clock()
+    share = 0.8 * PROBE_SHARE * budget_seconds / len(presets)   # 20 % margin: steps vary
+    speed, from_warm_up = {}, []
+    for p in presets:                # one step longer than its share: the warm-up's speed
+        if p.name in rough and p.batch_size / rough[p.name] > share:
+            speed[p.name] = rough[p.name]
+            from_warm_up.append(p.name)
+        else:
+            speed[p.name] = measure(p, device, steps=1000, seconds=share, warm_steps=0,
+                                    clock=clock)
+    probe = clock() - probe_start
+    train_seconds = budget_seconds - probe
+    fits = {p.name: speed[p.name] * train_seconds / train_images for p in presets}
+    need = {p.name: MIN_EPOCHS.get(p.name, p.epochs) for p in presets}
+    chosen = next(p for p in presets if fits[p.name] >= need[p.name] or p is presets[-1])
+    if len(presets) == 1:
+        why = "the only candidate"
+    elif chosen is presets[0]:
+        why = f"{chosen.name} gets at least the {need[chosen.name]:g} epochs it needs"
+    else:
+        why = ", ".join(f"{p.name} would get {fits[p.name]:.1f} of the {need[p.name]:g} epochs"
+                        f" it needs" for p in presets
+                        if p is not chosen and fits[p.name] < need[p.name])
+    if fits[chosen.name] * train_images < chosen.batch_size:
+        raise ValueError(f"budget={budget_seconds:g} s leaves {train_seconds:.1f} s of training, "
+                         f"less than one batch of {chosen.name}; give a larger budget.")
+    epochs = round(fits[chosen.name], 2)
+    probed = ", ".join(f"{n} {v:,.0f} img/s" + (" (warm-up)" * (n in from_warm_up))
+                       for n, v in speed.items())
+    w = ",".join(map(str, chosen.widths))
+    reason = (f"budget {budget_seconds:g} s: probe {probe:.1f} s ({probed}) -> {chosen.name} net "
+              f"({w}), batch {chosen.batch_size}, about {epochs:g} epochs in {train_seconds:.1f} "
+              f"s ({why}); timed, so not bit-reproducible")
+    return Budget(budget_seconds, shorten(chosen, epochs), train_seconds, probe,
+                  probe_start - began, speed, reason)
+
+
+def resume_or_plan(budget_seconds: float, device: torch.device | str = "cpu",
+                   checkpoint: str | Path | None = None, resume: bool = False, **kw) -> Budget:
+    """The plan saved in ``checkpoint`` when resuming a budget run (CheckpointError for another
+    budget or a run without one), else a fresh :func:`plan_budget` (``kw`` go to it)."""
+    budget_seconds = check_budget(budget_seconds)
+    path = Path(checkpoint) if checkpoint else None
+    if not (resume and path is not None and path.exists()):
+        return plan_budget(budget_seconds, device, **kw)
+    state = read_state(path)
+    state = state if isinstance(state, dict) else {}
+    check_same_run(state, {"budget_seconds": budget_seconds}, path)   # a run without: None
+    plan = Budget.from_record(state["run"]["budget"])
+    if kw.get("warm", True):
+        warm_up(plan.preset, device)
+    return plan
+
+
 # ----------------------------------------------------------------------------- training
 
-def _state(net, optimizer, lookahead, epoch, step, seconds, history, run) -> dict:
+def _state(net, optimizer, lookahead, epoch, step, seconds, history, run, finished) -> dict:
     return dict(epoch=epoch, step=step, seconds=seconds, history=history, run=run,
-                optimizer=optimizer.state_dict(),
+                finished=finished, rng=capture_rng(), optimizer=optimizer.state_dict(),
                 lookahead=lookahead.state_dict() if lookahead is not None else None)
 
 
 def train(preset: Preset, images: torch.Tensor, labels: torch.Tensor, *, seed: int = 0,
           device: torch.device | str = "cpu", val: tuple[torch.Tensor, torch.Tensor] | None = None,
           checkpoint: str | Path | None = None, resume: bool = False,
-          log: Callable[[str], None] | None = print) -> tuple[ConvGroupNet, dict]:
+          log: Callable[[str], None] | None = print, budget: Budget | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> tuple[ConvGroupNet, dict]:
     """Train a fresh ``ConvGroupNet`` with ``preset`` on uint8 ``images``; return it and a report.
 
     Only training is timed (``train_seconds``): the whitening set-up and every step, not the
     per-epoch validation (with ``val``) nor checkpoint writes. With ``checkpoint`` the whole state
-    is saved atomically after each epoch; ``resume`` continues exactly from that file.
+    is saved atomically after each epoch; ``resume`` continues exactly from that file. With a
+    ``budget`` (:func:`plan_budget`; ``preset`` must be its choice) the schedule follows the
+    training seconds spent, not the steps, and training stops when they reach the budget's.
     """
     device = torch.device(device)
+    if budget is not None and budget.preset != preset:
+        raise ValueError(f"train(budget=...) needs the budget's own preset, {budget.preset.name!r} "
+                         f"over {budget.preset.epochs} epochs; pass preset=budget.preset.")
     if len(labels) < preset.batch_size:
         raise ValueError(f"{len(labels)} training images are fewer than one batch "
                          f"(batch_size={preset.batch_size}); lower batch_size or use more images.")
+    if checkpoint is not None:
+        check_writable(checkpoint)
     dtype = autocast_dtype(preset, device)
-    old_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(cpu_threads(preset.batch_size))
-    try:
-        return _train(preset, images, labels, seed, device, val, checkpoint, resume, log, dtype)
-    finally:
-        torch.set_num_threads(old_threads)
+    with num_threads(cpu_threads(preset.batch_size) if device.type == "cpu" else None):
+        return _train(preset, images, labels, seed, device, val, checkpoint, resume, log, dtype,
+                      budget, clock)
 
 
-def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, dtype):
+def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, dtype, budget,
+           clock):
     fmt = torch.channels_last if preset.channels_last else torch.contiguous_format
     autocast = (torch.autocast(device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext())
@@ -496,17 +684,29 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
     torch.manual_seed(seed)
     net = ConvGroupNet(preset.widths).to(device)
     steps_per_epoch = len(labels) // preset.batch_size
-    total = max(1, math.ceil(preset.epochs * steps_per_epoch))
+    total = max(1, math.ceil(preset.epochs * steps_per_epoch))   # a budget: what it planned
+    resolution = total if budget is None else 1_000_000          # of the lr schedule's steps
     ema_every = max(1, round(5 * 1024 / preset.batch_size))   # update every ~5,120 examples
     ema_base = preset.ema_decay ** (ema_every * preset.batch_size / 1024)
     flip_base = (torch.rand(len(labels), generator=epoch_generator(seed, -1)) < 0.5).to(device)
     criterion = nn.CrossEntropyLoss(label_smoothing=preset.label_smoothing, reduction="sum")
-    run = {"preset": asdict(preset), "seed": seed, "train_images": len(labels)}
+    run = {"preset": asdict(preset), "seed": seed, "train_images": len(labels),
+           "budget_seconds": budget.budget_seconds if budget is not None else None}
+    if budget is not None:
+        run["budget"] = budget.record()
     history: dict = {"epoch": [], "train_loss": [], "val_accuracy": [], "seconds": []}
     path = Path(checkpoint) if checkpoint else None
 
-    seconds, step, start_epoch, lookahead = 0.0, 0, 0, None
-    clock = time.perf_counter()
+    def where(steps: int, epoch: int, seconds: float) -> tuple[float, float]:
+        """(progress in [0, 1], position in epochs) of the schedule: by steps, or by training
+        time with a budget."""
+        if budget is None:
+            return steps / total, epoch
+        progress = min(1.0, seconds / budget.train_seconds)
+        return progress, progress * preset.epochs
+
+    seconds, step, start_epoch, lookahead, finished = 0.0, 0, 0, None, False
+    start = clock()
     prepared = prepare(images, preset, dtype)
     if preset.whiten:
         sample = torch.randperm(len(labels), generator=epoch_generator(seed, -2))[:5000]
@@ -515,20 +715,23 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
         net.whiten.weight.requires_grad_(True)
     net = net.to(memory_format=fmt)
     optimizer = make_optimizer(net, preset)
-    seconds += time.perf_counter() - clock
+    seconds += clock() - start
 
-    if path is not None and resume and path.exists():
-        state = read_checkpoint(path)
-        if "optimizer" not in state or state.get("model") != "ConvGroupNet":
+    state = load_for_resume(path, run) if path is not None and resume else None
+    if state is not None:
+        if state.get("model") != "ConvGroupNet":
             raise CheckpointError(f"{path} is not a modern-recipe training checkpoint; use another "
                                   f"checkpoint path or resume=False.")
-        check_same_run(state, run, path)
         net.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         if state["lookahead"] is not None:
             lookahead = Lookahead(net)
             lookahead.load_state_dict(state["lookahead"])
-        start_epoch, step, seconds, history = state["epoch"], state["step"], state["seconds"], state["history"]
+        if "rng" in state:
+            restore_rng(state["rng"])
+        start_epoch, step, seconds, history = (state["epoch"], state["step"], state["seconds"],
+                                               state["history"])
+        finished = state.get("finished", False)
         if log:
             log(f"resumed from {path} after epoch {start_epoch} ({seconds:.1f} s of training)")
     compiled = torch.compile(net) if preset.compile else net
@@ -538,12 +741,25 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     net.train()
-    for epoch in range(start_epoch, math.ceil(total / steps_per_epoch)):
-        clock = time.perf_counter()
-        net.whiten.bias.requires_grad_(epoch < preset.whiten_bias_epochs)
+    factor, epoch, previous = None, start_epoch, None   # a budget: when the last step began
+    last_epoch = math.ceil(total / steps_per_epoch) if budget is None else sys.maxsize
+    while not finished and epoch < last_epoch:
+        start = clock()
+        net.whiten.bias.requires_grad_(where(step, epoch, seconds)[1] < preset.whiten_bias_epochs)
         losses = []
         for inputs, targets in epoch_batches(prepared, labels, preset, seed, epoch, flip_base):
-            factor = lr_factor(step, total, preset.warmup, preset.lr_start, preset.lr_end)
+            if budget is None:
+                progress, at = where(step, epoch, 0.0)
+                finished = step + 1 >= total
+            else:                                # timed: the step that would end past the
+                synchronize(device)              # budget is the last, at the schedule's end
+                began = seconds + clock() - start
+                step_seconds, previous = began - (began if previous is None else previous), began
+                progress, at = where(step, epoch, began)
+                finished = began + step_seconds >= budget.train_seconds
+                progress = 1.0 if finished else progress
+            factor = lr_factor(round(progress * resolution), resolution, preset.warmup,
+                               preset.lr_start, preset.lr_end)
             for group in optimizer.param_groups:
                 group["lr"] = group["initial_lr"] * factor
             with autocast:
@@ -554,29 +770,27 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
             scaler.update()
             step += 1
             losses.append(loss.detach())
-            if preset.lookahead and epoch >= preset.ema_start and step % ema_every == 0:
+            if preset.lookahead and at >= preset.ema_start and step % ema_every == 0:
                 if lookahead is None:
                     lookahead = Lookahead(net)
                 else:
-                    lookahead.update(net, ema_base * (step / total) ** 3)
-            step_delay()                          # test hook; a no-op unless set
-            if step >= total:
+                    done = 1.0 if finished else where(step, epoch, seconds + clock() - start)[0]
+                    lookahead.update(net, ema_base * done ** 3)
+            step_hook(step)                       # test hook; a no-op unless set
+            if finished:
                 break
         if lookahead is not None:
             lookahead.update(net, 1.0)            # end every epoch on the averaged weights
         losses = torch.stack(losses).float() / preset.batch_size     # one sync per epoch
         synchronize(device)
-        seconds += time.perf_counter() - clock
+        seconds += clock() - start
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
-            i = int(bad[0])
-            kept = (f" The checkpoint after epoch {epoch} is kept at {path}."
-                    if path is not None and path.exists() else "")
-            raise NonFiniteLossError(
-                f"loss is {losses[i].item()} at epoch {epoch + 1}, step {i + 1}: training diverged. "
-                f"Try a lower learning rate (lr).{kept}")
+            check_finite(losses[int(bad[0])], epoch, int(bad[0]), checkpoint=path)
+        epoch += 1
+        finished = finished or epoch >= last_epoch
         train_loss = losses.mean().item()
-        history["epoch"].append(epoch + 1)
+        history["epoch"].append(epoch)
         history["train_loss"].append(train_loss)
         history["seconds"].append(seconds)
         val_acc = None
@@ -585,19 +799,22 @@ def _train(preset, images, labels, seed, device, val, checkpoint, resume, log, d
                                               channels_last=preset.channels_last), val[1])
         history["val_accuracy"].append(val_acc)
         if log:
-            log(f"epoch {epoch + 1:2d}  train loss {train_loss:.4f}  " +
+            log(f"epoch {epoch:2d}  train loss {train_loss:.4f}  " +
                 (f"val accuracy {val_acc:.4f}  " if val_acc is not None else "") +
                 f"{seconds:7.1f} s")
         if path is not None:
-            save_checkpoint(path, net, CIFAR10_CLASSES, f"after epoch {epoch + 1}",
-                            normalization=normalization_entry(CIFAR10_MEAN, CIFAR10_STD),
-                            **_state(net, optimizer, lookahead, epoch + 1, step, seconds, history, run))
+            save_model(path, net, CIFAR10_CLASSES,
+                       normalization=normalization_entry(CIFAR10_MEAN, CIFAR10_STD),
+                       **_state(net, optimizer, lookahead, epoch, step, seconds, history, run,
+                                finished))
     report = {"preset": preset.name, "seed": seed, "resumed_from": start_epoch,
               "device": str(device), "train_seconds": seconds,
               "train_images": step * preset.batch_size, "steps": step,
+              "epochs_done": step * preset.batch_size / len(labels),
               "images_per_second": step * preset.batch_size / seconds if seconds else None,
               "precision": str(dtype).replace("torch.", "") if dtype else "float32",
-              "threads": torch.get_num_threads(), "history": history}
+              "threads": torch.get_num_threads(), "final_lr_factor": factor,
+              "budget_seconds": run["budget_seconds"], "history": history}
     return net, report
 
 
@@ -611,56 +828,6 @@ def evaluate(net: nn.Module, preset: Preset, images: torch.Tensor, labels: torch
                                    channels_last=preset.channels_last), labels)
            if preset.tta else plain)
     return {"accuracy": tta, "accuracy_no_tta": plain, "tta": preset.tta}
-
-
-def _preset_from_repr(text: str) -> Preset:
-    """The :class:`Preset` printed as ``Preset(name='gpu94', widths=(64, 256, 256), ...)``."""
-    call = ast.parse(text.strip(), mode="eval").body
-    if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Preset"):
-        raise ValueError(f"not a Preset: {text[:60]!r}")
-    return Preset(**{k.arg: ast.literal_eval(k.value) for k in call.keywords})
-
-
-def preset_name_of(preset: Preset) -> str | None:
-    """The name of the preset in :data:`PRESETS` with ``preset``'s settings (its name and
-    ``compile`` aside), or None."""
-    same = lambda p: replace(p, name="", compile=False)
-    return next((n for n, p in PRESETS.items() if same(p) == same(preset)), None)
-
-
-def read_bench_logs(folder: str | Path) -> list[dict]:
-    """One row per ``bench fast`` run in the logs ``folder/*.log`` (as committed in ``benchmarks/``):
-    ``log``, ``machine`` (the GPU named in the log's first line), ``preset`` (a name from
-    :data:`PRESETS` or None), ``widths``, ``epochs``, ``compile``, ``scored_on`` ("test" or
-    "val"), ``seeds``, ``accuracy`` (mean), ``min_accuracy``, ``train_seconds`` (mean) and
-    ``seed_seconds`` (each seed's)."""
-    import re
-
-    rows = []
-    for path in sorted(Path(folder).glob("*.log")):
-        lines = path.read_text(encoding="utf-8").splitlines()
-        found = re.search(r"NVIDIA (\w+)", lines[0]) if lines else None
-        machine = found.group(1) if found else None
-        block = None
-        for line in lines:
-            if line.startswith("# bench fast:"):
-                block = {"scored_on": "val" if "validation" in line else "test", "seconds": []}
-            elif block is not None and line.startswith("# Preset("):
-                block["preset"] = _preset_from_repr(line[2:])
-            elif block is not None and line.startswith("seed "):
-                block["seconds"].append(float(line.split("train")[1].split()[0]))
-            elif block is not None and line.startswith("{") and "mean_train_seconds" in line:
-                summary, p = json.loads(line), block["preset"]
-                key = "test" if block["scored_on"] == "test" else "val"
-                rows.append({"log": path.name, "machine": machine, "preset": preset_name_of(p),
-                             "widths": p.widths, "epochs": p.epochs, "compile": p.compile,
-                             "scored_on": block["scored_on"], "seeds": summary["seeds"],
-                             "accuracy": summary[f"mean_{key}_accuracy"],
-                             "min_accuracy": summary[f"min_{key}_accuracy"],
-                             "train_seconds": summary["mean_train_seconds"],
-                             "seed_seconds": block["seconds"]})
-                block = None
-    return rows
 
 
 def parse_changes(items: Sequence[str]) -> dict:
@@ -680,40 +847,57 @@ def parse_changes(items: Sequence[str]) -> dict:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Command line: train one preset, checkpoint every epoch, score the test set (or, with
     ``--val-size``, the held-out images) once, print JSON."""
-    import os
-
     from .data import DataError
     from .devices import DeviceError, get_device
+    from .params import add_arguments
 
     parser = argparse.ArgumentParser(prog="python -m cifar_helpers.modern", description=main.__doc__)
-    parser.add_argument("--data-dir", default=os.environ.get("CIFAR10_DATA_DIR") or "data")
+    add_arguments(parser, "data_dir")
     parser.add_argument("--preset", default="auto", help=f"auto or one of {sorted(PRESETS)}")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                         help="change a preset field, e.g. --set epochs=5 --set widths=(48,192,192)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    add_arguments(parser, "seed", "device")
     parser.add_argument("--val-size", type=int, default=0,
                         help="hold out this many training images and score on them, not the test set")
     parser.add_argument("--checkpoint", default=None, help="write the training state here every epoch")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="train for this many seconds (probe included): the recipe chooses "
+                             "the net and epochs that fit; replaces --preset and --set")
     args = parser.parse_args(argv)
-    set_step_delay_from_env()
+    log = lambda m: print(m, file=sys.stderr, flush=True)   # noqa: E731
     try:
         changes = parse_changes(args.set)
         if args.resume and not args.checkpoint:
             raise ValueError("--resume needs --checkpoint (the file to continue from)")
+        if args.budget is not None:
+            check_budget(args.budget)
+            if args.preset != "auto" or changes:
+                raise ValueError("--budget chooses the preset itself; leave out --preset and --set")
         device = get_device(args.device)
         preset = get_preset(args.preset, device, **changes)
+        setup = time.perf_counter()
         x, y, score_x, score_y, scored = load_split(args.data_dir, args.val_size)
+        plan = None
+        if args.budget is not None:
+            plan = resume_or_plan(args.budget, device, args.checkpoint, args.resume,
+                                  train_images=len(y))
+            preset = plan.preset
+            log(plan.reason)
+        setup = time.perf_counter() - setup - (plan.probe_seconds if plan else 0.0)
         net, report = train(preset, x, y, seed=args.seed, device=device,
                             val=(score_x, score_y) if args.val_size else None,
-                            checkpoint=args.checkpoint, resume=args.resume,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+                            checkpoint=args.checkpoint, resume=args.resume, log=log, budget=plan)
     except (DataError, DeviceError, CheckpointError, ValueError) as err:
-        print(f"modern: {err}", file=sys.stderr)
+        print(f"cifar_helpers.modern: {err}", file=sys.stderr)
         raise SystemExit(2)
     result = {k: v for k, v in report.items() if k != "history"}
-    result.update(evaluate(net, preset, score_x, score_y, device), scored_on=scored)
+    if plan is not None:
+        result.update(probe_seconds=plan.probe_seconds, choice=plan.reason)
+    result.update(reproducible=plan is None)
+    start = time.perf_counter()
+    result.update(evaluate(net, preset, score_x, score_y, device), scored_on=scored,
+                  setup_seconds=setup, eval_seconds=time.perf_counter() - start)
     print(json.dumps(result))
     return result
 

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from notebook_code import run_cell
 
-from cifar_helpers import modern
+from cifar_helpers import benchlog, modern
 from cifar_helpers.models import ConvGroupNet
 
 STEM = "08_modern_recipe"
@@ -119,7 +119,7 @@ def test_tta_cell_matches_predict_logits_mirror():
 
 
 def test_bench_logs_are_read_whole():
-    runs = modern.read_bench_logs(BENCHMARKS)
+    runs = benchlog.read_bench_logs(BENCHMARKS)
     summaries = sum(p.read_text().count('"mean_train_seconds"') for p in BENCHMARKS.glob("*.log"))
     assert len(runs) == summaries > 0
     h200 = [r for r in runs if r["machine"] == "H200" and r["preset"] == "gpu94"
@@ -145,7 +145,7 @@ def test_bench_log_reader_on_a_made_up_log(tmp_path):
         "seed 0  train     9.00 s   5000 images/s  test accuracy 0.9100 (TTA 2; without TTA 0.9000)",
         '{"preset": "gpu5s", "seeds": 1, "mean_test_accuracy": 0.91, "min_test_accuracy": 0.91, "mean_train_seconds": 9.0}',
     ]) + "\n")
-    val, test = modern.read_bench_logs(tmp_path)
+    val, test = benchlog.read_bench_logs(tmp_path)
     assert val == {"log": "run.log", "machine": "A100", "preset": None, "widths": (8, 16, 16),
                    "epochs": 2, "compile": False, "scored_on": "val", "seeds": 2, "accuracy": 0.51,
                    "min_accuracy": 0.5, "train_seconds": 1.6, "seed_seconds": [1.5, 1.7]}

@@ -155,7 +155,7 @@ def test_presets_and_bad_settings():
         modern.get_preset("fast")
     with pytest.raises(ValueError, match=r"unknown preset field\(s\) \['epoch'\]"):
         modern.get_preset("demo", epoch=3)
-    with pytest.raises(ValueError, match="epochs must be > 0.*lr must be > 0"):
+    with pytest.raises(ValueError, match=r"epochs must be in \(0, 1000\].*lr must be > 0"):
         modern.get_preset("demo", epochs=0, lr=-1)
     with pytest.raises(ValueError, match="tta must be 0, 1 or 2"):
         modern.get_preset("demo", tta=3)
@@ -220,8 +220,38 @@ def test_resume_after_a_crash_is_bit_identical(tmp_path):
         _tiny_run(tmp_path, modern.get_preset("demo", **{**TINY, "lr": 5.0}), checkpoint=part, resume=True)
 
 
+@pytest.mark.parametrize("changes, message", [
+    (dict(epochs="five"), "preset field epochs='five' must be a number, e.g. epochs=2"),
+    (dict(epochs=1e999), "preset field epochs=inf must be a finite number, e.g. epochs=2"),
+    (dict(flip="maybe"), "preset field flip='maybe' must be True or False, e.g. flip=True"),
+    (dict(flip=1), "preset field flip=1 must be True or False"),
+    (dict(batch_size=5.5), "preset field batch_size=5.5 must be a whole number, e.g. "
+                           "batch_size=512"),
+    (dict(tta=True), "preset field tta=True must be a whole number"),
+    (dict(widths=[8, 16]), r"widths=\[8, 16\] must be three whole numbers, e.g. "
+                           r"widths=\(32, 128, 256\)"),
+    (dict(lr=1e30), r"lr must be > 0 and <= 1000"),
+    (dict(epochs=1001), r"epochs must be in \(0, 1000\]"),
+    (dict(precision=16), "preset field precision=16 must be a string"),
+])
+def test_bad_preset_values_are_named_with_an_example(changes, message):
+    with pytest.raises(ValueError, match=message):
+        modern.get_preset("demo", **changes)
+
+
+def test_whole_floats_become_ints_and_the_cli_refuses_bad_values(capsys):
+    p = modern.get_preset("demo", batch_size=16.0, widths=[8, 16, 16])
+    assert p.batch_size == 16 and type(p.batch_size) is int and p.widths == (8, 16, 16)
+    for bad in ("epochs=five", "epochs=1e999", "lr=1e30", "flip=maybe"):
+        with pytest.raises(SystemExit) as exit_:
+            modern.main(["--preset", "demo", "--set", bad, "--data-dir", "nowhere"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.startswith("cifar_helpers.modern: ")
+        assert err.count("\n") == 1 and "Traceback" not in err
+
+
 def test_diverging_run_names_epoch_and_step(tmp_path):
-    p = modern.get_preset("demo", **{**TINY, "lr": 1e30})
+    p = replace(modern.get_preset("demo", **TINY), lr=1e30)   # beyond get_preset's bounds
     with pytest.raises(NonFiniteLossError, match=r"at epoch 1, step \d+: .*lower learning rate"):
         _tiny_run(tmp_path, p)
 
