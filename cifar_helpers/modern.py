@@ -583,6 +583,13 @@ def plan_budget(budget_seconds: float, device: torch.device | str = "cpu", *,
     budget_seconds, device = check_budget(budget_seconds), torch.device(device)
     presets = list(candidates or [PRESETS[n] for n in
                                   BUDGET_CANDIDATES["cuda" if device.type == "cuda" else "cpu"]])
+    usable = [p for p in presets if p.batch_size <= train_images]
+    if not usable:
+        sizes = ", ".join(f"{p.name} {p.batch_size}" for p in presets)
+        raise ValueError(f"{train_images} training images are fewer than one batch of every "
+                         f"budget candidate ({sizes}); train a preset instead "
+                         f"(budget_seconds=None, with preset_changes), or use more images")
+    presets = usable
     began = clock()
     rough = {p.name: warm_up(p, device) for p in presets} if warm else {}
     probe_start = clock()

@@ -252,3 +252,11 @@ def test_a_real_clock_budget_run_from_the_command_line(monkeypatch, tiny_folder,
     assert result["train_seconds"] >= 8 and result["final_lr_factor"] == TINY.lr_end
     assert result["probe_seconds"] <= 0.5
     assert "budget 10 s: probe" in capsys.readouterr().err
+
+
+def test_too_few_images_for_any_candidate_is_refused_before_the_probe(clock):
+    def measure(*args, **kwargs):
+        raise AssertionError("probed")
+    with pytest.raises(ValueError, match=r"80 training images are fewer than one batch of every "
+                       r"budget candidate \(cpu10 128, cpu5 512\); train a preset instead"):
+        modern.plan_budget(60, "cpu", train_images=80, clock=clock, warm=False, measure=measure)

@@ -177,7 +177,8 @@ def test_run_all_on_tiny_data(tiny_folder, tmp_path):
     code = run_all.main(["--out", str(out), "--only", "03,04,08", "-p", "data_dir",
                          str(tiny_folder), "-p", "epochs", "3", "-p", "lr", "0.01",
                          "-p", "print_every", "5", "-p", "ladder_epochs", "1",
-                         "-p", "preset_changes", "{'batch_size': 16, 'widths': [8, 16, 16]}"])
+                         "-p", "preset_changes", "{'batch_size': 16, 'widths': [8, 16, 16]}",
+                         "-p", "budget_seconds", "None"])   # tiny data: the preset, not a budget
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0, summary
     assert summary["status"] == "ok"
