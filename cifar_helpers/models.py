@@ -52,15 +52,43 @@ class BatchNorm(nn.BatchNorm2d):
         self.weight.requires_grad_(False)
 
 
+def conv3x3_as_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """A 3x3 convolution (padding 1, stride 1, no bias) as one matrix product of the 3x3
+    patches (im2col) and the filters; the result is in channels_last memory order."""
+    n, c, h, w = x.shape
+    padded = F.pad(x.permute(0, 2, 3, 1), (0, 0, 1, 1, 1, 1))          # N x H+2 x W+2 x C
+    patches = torch.cat([padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3)], 3)
+    filters = weight.permute(0, 2, 3, 1).reshape(len(weight), 9 * c)   # same (i, j, c) order
+    out = patches.reshape(n * h * w, 9 * c) @ filters.T
+    return out.view(n, h, w, len(weight)).permute(0, 3, 1, 2)
+
+
+class Conv3x3(nn.Conv2d):
+    """3x3 conv, padding 1, no bias. Training on the CPU on maps of at most 4x4 pixels (the last
+    group's second conv), it runs as :func:`conv3x3_as_matmul`: there oneDNN's weight gradient
+    took 5-9 times as long as the forward pass (bf16, 2 cores; docs/benchmarks.md)."""
+
+    SMALL = 16       # pixels per map, at most
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(c_in, c_out, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.training and x.device.type == "cpu" and torch.is_grad_enabled()
+                and self.weight.requires_grad and x.shape[-2] * x.shape[-1] <= self.SMALL):
+            return conv3x3_as_matmul(x, self.weight)
+        return super().forward(x)
+
+
 class ConvGroup(nn.Module):
     """conv 3x3 -> max-pool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU: halves height and width."""
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.conv1 = Conv3x3(c_in, c_out)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = BatchNorm(c_out)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.conv2 = Conv3x3(c_out, c_out)
         self.norm2 = BatchNorm(c_out)
         for conv in (self.conv1, self.conv2):   # identity on the first channels: an implicit
             nn.init.dirac_(conv.weight.data[:conv.in_channels])  # residual path at the start

@@ -148,8 +148,9 @@ def labelled_points(groups: dict[str, list[tuple[float, float, str]]], xlabel: s
                     title: str = "", logx: bool = True, connect: Sequence[str] = (),
                     legend: str = "best") -> Figure:
     """A scatter plot, one colour and marker per group; each point ``(x, y, label)`` is annotated
-    with its label; the groups named in ``connect`` are drawn as lines through their points;
-    ``legend`` places the legend (a Matplotlib ``loc``)."""
+    with its label; the groups named in ``connect`` are drawn as lines through their points and
+    annotated only where the label changes along the line; ``legend`` places the legend (a
+    Matplotlib ``loc``)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     markers = "osD^v<>p*h"
     for k, (name, points) in enumerate(groups.items()):
@@ -158,7 +159,11 @@ def labelled_points(groups: dict[str, list[tuple[float, float, str]]], xlabel: s
         style = "-" if name in connect else ""
         ax.plot(xs, ys, marker=markers[k % len(markers)], ms=6, lw=1, ls=style or "none", label=name,
                 zorder=3)
+        shown = None
         for x, y, label in points:
+            if style and label == shown:
+                continue
+            shown = label
             ax.annotate(label, (x, y), xytext=(5, -3) if style else (-2, 6), textcoords="offset points",
                         fontsize=7, ha="left" if style else "right")
     if logx:

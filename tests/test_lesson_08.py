@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from notebook_code import run_cell
 
-from cifar_helpers import benchlog, modern
+from cifar_helpers import benchlog, modern, plots
 from cifar_helpers.models import ConvGroupNet
 
 STEM = "08_modern_recipe"
@@ -151,3 +151,15 @@ def test_bench_log_reader_on_a_made_up_log(tmp_path):
                    "min_accuracy": 0.5, "train_seconds": 1.6, "seed_seconds": [1.5, 1.7]}
     assert test["preset"] == "gpu5s" and test["compile"] and test["scored_on"] == "test"
     assert test["accuracy"] == 0.91 and test["seed_seconds"] == [9.0]
+
+
+def test_budget_chart_labels_a_line_where_its_choice_changes():
+    """Section 8's chart: a connected series names the preset where it changes along the line
+    (not at every point); a scatter group names every point."""
+    import matplotlib.pyplot as plt
+    fig = plots.labelled_points(
+        {"cpu": [(60, 82, "cpu5"), (120, 85, "cpu5"), (600, 89.7, "cpu10"), (600, 90.5, "cpu5")],
+         "gpu": [(2.5, 90.7, "gpu94"), (4, 91.5, "gpu94")]},
+        connect=["cpu"], xlabel="s", ylabel="%")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["cpu5", "cpu10", "cpu5", "gpu94", "gpu94"]
+    plt.close(fig)

@@ -1,11 +1,14 @@
-"""Net against the seed's own definition, written here as the reference."""
+"""Net against the seed's own definition, written here as the reference; ConvGroupNet's
+matmul convolution against torch's conv2d."""
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cifar_helpers.models import Net, count_parameters, wide_net
+from cifar_helpers import models
+from cifar_helpers.models import (Conv3x3, ConvGroupNet, Net, conv3x3_as_matmul,
+                                   count_parameters, wide_net)
 
 
 class SeedNet(nn.Module):
@@ -53,3 +56,49 @@ def test_wide_variant_and_config():
 def test_bad_widths():
     with pytest.raises(ValueError, match="must all be >= 1"):
         Net(c1=0)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_conv3x3_as_matmul_is_the_convolution(size, dtype):
+    """The matmul path against torch's own conv2d: output, input and weight gradients, in float32
+    and under bf16 autocast (one bf16 rounding apart), in channels_last memory."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 5, size, size).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(7, 5, 3, 3)
+    g = torch.randn(6, 7, size, size)
+    results = []
+    for conv in (lambda x, w: F.conv2d(x, w, padding=1), conv3x3_as_matmul):
+        xx, ww = x.clone().requires_grad_(), weight.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+            y = conv(xx, ww)
+        results.append((y, *torch.autograd.grad(y, (xx, ww), g.to(y.dtype))))
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype is None else dict(rtol=2e-2, atol=5e-2)
+    for ref, ours in zip(*results):
+        assert ours.dtype == ref.dtype and ours.shape == ref.shape
+        torch.testing.assert_close(ours.float(), ref.float(), **tol)
+    assert results[1][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_conv3x3_takes_the_matmul_path_only_where_it_pays(monkeypatch):
+    """Only in training (train mode, gradients on) on the CPU, on maps of at most 4x4 pixels;
+    else torch's conv2d."""
+    calls = []
+    real = models.conv3x3_as_matmul
+    monkeypatch.setattr(models, "conv3x3_as_matmul",
+                        lambda x, w: calls.append(tuple(x.shape[-2:])) or real(x, w))
+    net = ConvGroupNet((4, 8, 8))
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert calls == [(3, 3)]                      # the last group's second conv only
+    calls.clear()
+    with torch.no_grad():
+        net(torch.randn(2, 3, 32, 32))
+    net.eval()(torch.randn(2, 3, 32, 32)).sum().backward()
+    net.train()
+    net.requires_grad_(False)
+    net(torch.randn(2, 3, 32, 32))
+    assert calls == []                            # no_grad, eval mode, frozen weights: conv2d
+    conv = Conv3x3(3, 4)
+    conv(torch.randn(2, 3, 4, 4))
+    conv(torch.randn(2, 3, 5, 4))
+    assert calls == [(4, 4)]                      # 16 pixels: matmul; 20: conv2d
