@@ -541,7 +541,8 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 #: ================================ =========== =========== ================================
 #: machine (probe, img/s)           cpu5        cpu10       choice
 #: ================================ =========== =========== ================================
-#: 2-core Intel Xeon VM, AMX bf16   917-1,996   440-897     cpu5 at 60-600 s
+#: 2-core Intel Xeon VM, AMX bf16   917-2,467   440-1,180   cpu5 at 60-600 s; cpu10 at 600 s
+#:                                                          when the probe gives it 12 epochs
 #: ================================ =========== =========== ================================
 #:
 #: On CUDA the candidates are ``gpu5s`` (12 epochs) and ``gpu94``; not yet measured on a GPU.
