@@ -1,12 +1,19 @@
 """Benchmarks that print their figures side by side with a baseline measured in the same run.
 
-    python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S]
-    python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code]
-    python -m cifar_helpers.bench fast [--preset P] [--seeds N] [--data-dir D] [--device D] [--set F=V]
-    python -m cifar_helpers.bench fast --budget S [--seeds N] [--data-dir D] [--device D]
-    python -m cifar_helpers.bench budget --budget S [--data-dir D] [--device D] [--seed S]
+    python -m cifar_helpers.bench tutorial [--data-dir D] [--skip-baseline] [--seed S] [--device D]
+                                           [--train-size N] [--test-size N]
+    python -m cifar_helpers.bench contention [--data-dir D] [--with-seed-code] [--seed S]
+    python -m cifar_helpers.bench fast [--preset P] [--set F=V]... [--seeds N] [--first-seed S]
+                                       [--val-size N] [--data-dir D] [--device D]
+    python -m cifar_helpers.bench fast --budget S [--seeds N] [--first-seed S] [--val-size N]
+                                       [--data-dir D] [--device D]
+    python -m cifar_helpers.bench budget --budget S [--seed S] [--val-size N] [--data-dir D]
+                                         [--device D]
     python -m cifar_helpers.bench epochs [--device D]
-    python -m cifar_helpers.bench inference --checkpoint PATH [--threads N] [--calls N] [--batches N]
+    python -m cifar_helpers.bench inference --checkpoint PATH [--threads N] [--calls N]
+                                            [--batches N] [--keep DIR]
+
+Each subcommand's --help gives its defaults.
 """
 
 from __future__ import annotations

@@ -69,7 +69,8 @@ pip install torch torchvision matplotlib jupyterlab
 jupyter lab 01_data.en.ipynb
 ```
 
-To install the helper package yourself: `pip install "{spec}"`.
+To install the helper package yourself: `pip install "{spec}"` (for notebook 09, write
+`cifar_helpers[export]`: it adds ONNX and ONNX Runtime).
 
 **The whole course.** Clone the repository and use its two commands:
 
@@ -98,7 +99,7 @@ pip install torch torchvision matplotlib jupyterlab
 jupyter lab 01_data.zh.ipynb
 ```
 
-自己安装辅助包：`pip install "{spec}"`。
+自己安装辅助包：`pip install "{spec}"`（笔记本 09 请写 `cifar_helpers[export]`：它还会装上 ONNX 和 ONNX Runtime）。
 
 **运行整个课程**。克隆仓库，然后用它的两条命令：
 
@@ -212,7 +213,7 @@ def package() -> dict[str, str]:
     url = meta["urls"]["Repository"]
     return {"spec": f"{meta['name']} @ git+{url}@v{meta['version']}", "url": url,
             "folder": url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"),
-            "python": meta.get("requires-python", ">=3.10").replace(">=", "") + "+"}
+            "python": meta.get("requires-python", ">=3.11").replace(">=", "") + "+"}
 
 
 def lesson_line(src: Path, lang: str) -> str:
