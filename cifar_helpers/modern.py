@@ -541,7 +541,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 #: ================================ =========== =========== ================================
 #: machine (probe, img/s)           cpu5        cpu10       choice
 #: ================================ =========== =========== ================================
-#: 2-core Intel Xeon VM, AMX bf16   917-2,467   440-1,180   cpu5 at 60-600 s; cpu10 at 600 s
+#: 2-core Intel Xeon VM, AMX bf16   915-2,467   327-1,180   cpu5 at 60-600 s; cpu10 at 600 s
 #:                                                          when the probe gives it 12 epochs
 #: ================================ =========== =========== ================================
 #:
