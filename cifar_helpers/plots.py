@@ -148,11 +148,14 @@ def labelled_points(groups: dict[str, list[tuple[float, float, str]]], xlabel: s
                     title: str = "", logx: bool = True, connect: Sequence[str] = (),
                     legend: str = "best") -> Figure:
     """A scatter plot, one colour and marker per group; each point ``(x, y, label)`` is annotated
-    with its label; the groups named in ``connect`` are drawn as lines through their points and
-    annotated only where the label changes along the line; ``legend`` places the legend (a
-    Matplotlib ``loc``)."""
+    with its label (none if empty, nor where the same label is already printed on the spot); the
+    groups named in ``connect`` are drawn as lines through their points and annotated only where
+    the label changes along the line; ``legend`` places the legend (a Matplotlib ``loc``)."""
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     markers = "osD^v<>p*h"
+    placed: list[tuple[str, float, float]] = []       # labels printed: text and data position
+    every_y = [p[1] for points in groups.values() for p in points]
+    near = 0.03 * (max(every_y, default=0) - min(every_y, default=0))   # "on the spot"
     for k, (name, points) in enumerate(groups.items()):
         points = sorted(points)
         xs, ys = [p[0] for p in points], [p[1] for p in points]
@@ -164,6 +167,10 @@ def labelled_points(groups: dict[str, list[tuple[float, float, str]]], xlabel: s
             if style and label == shown:
                 continue
             shown = label
+            if not label or any(t == label and px == x and abs(py - y) <= near
+                                for t, px, py in placed):
+                continue
+            placed.append((label, x, y))
             ax.annotate(label, (x, y), xytext=(5, -3) if style else (-2, 6), textcoords="offset points",
                         fontsize=7, ha="left" if style else "right")
     if logx:

@@ -163,3 +163,16 @@ def test_budget_chart_labels_a_line_where_its_choice_changes():
         connect=["cpu"], xlabel="s", ylabel="%")
     assert [t.get_text() for t in fig.axes[0].texts] == ["cpu5", "cpu10", "cpu5", "gpu94", "gpu94"]
     plt.close(fig)
+
+
+def test_budget_chart_prints_a_label_once_on_a_spot_and_skips_empty_ones():
+    """Points that share x and nearly y and carry the same label get it once; "" gets none."""
+    import matplotlib.pyplot as plt
+    fig = plots.labelled_points(
+        {"a": [(60, 82, ""), (600, 89.68, "cpu10"), (600, 90.5, "")],
+         "b": [(600, 89.80, "cpu10"), (600, 90.2, ""), (600, 90.93, "cpu10")]},
+        connect=["a", "b"], xlabel="s", ylabel="%")
+    texts = fig.axes[0].texts
+    assert [(t.get_text(), t.xy) for t in texts] == [("cpu10", (600, 89.68)),
+                                                     ("cpu10", (600, 90.93))]
+    plt.close(fig)
