@@ -36,12 +36,22 @@ def get_device(name: str = "auto") -> torch.device:
     return device
 
 
-def no_gpu_note() -> str:
-    """One line for a notebook that found no GPU: how to switch one on where it runs."""
+def no_gpu_note(several: bool = False) -> str:
+    """One line for a notebook that found no GPU (``several``: fewer than two, for multi-GPU
+    work): how to get them where it runs."""
     import sys
-    if "google.colab" in sys.modules:
+    colab, kaggle = "google.colab" in sys.modules, "KAGGLE_KERNEL_RUN_TYPE" in os.environ
+    if several:
+        if kaggle:
+            how = "on Kaggle, Settings > Accelerator > GPU T4 x2, then run all cells again"
+        else:
+            how = ("Colab lends one GPU; " if colab else "") + (
+                "run it on Kaggle (GPU T4 x2) or a machine with two or more NVIDIA GPUs "
+                "for the GPU figures")
+        return f"Fewer than two GPUs here, so the processes run on the CPU ({how})."
+    if colab:
         how = "in Colab, Runtime > Change runtime type > a GPU, then run all cells again"
-    elif "KAGGLE_KERNEL_RUN_TYPE" in os.environ:
+    elif kaggle:
         how = "on Kaggle, Settings > Accelerator > a GPU, then run all cells again"
     else:
         how = "run it on a machine with an NVIDIA GPU or Apple silicon for the GPU figures"

@@ -365,3 +365,7 @@ def test_no_gpu_note_says_how_to_switch_one_on(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab")
     monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
     assert "Accelerator" in no_gpu_note()
+    assert "GPU T4 x2" in no_gpu_note(several=True)
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")
+    assert "Apple" in no_gpu_note() and "Apple" not in no_gpu_note(several=True)
+    assert "two or more NVIDIA GPUs" in no_gpu_note(several=True)
