@@ -41,21 +41,20 @@ def no_gpu_note(several: bool = False) -> str:
     work): how to get them where it runs."""
     import sys
     colab, kaggle = "google.colab" in sys.modules, "KAGGLE_KERNEL_RUN_TYPE" in os.environ
-    if several:
-        if kaggle:
-            how = "on Kaggle, Settings > Accelerator > GPU T4 x2, then run all cells again"
-        else:
-            how = ("Colab lends one GPU; " if colab else "") + (
-                "run it on Kaggle (GPU T4 x2) or a machine with two or more NVIDIA GPUs "
-                "for the GPU figures")
-        return f"Fewer than two GPUs here, so the processes run on the CPU ({how})."
-    if colab:
+    if several and kaggle:
+        how = "on Kaggle, Settings > Accelerator > GPU T4 x2, then run all cells again"
+    elif several:
+        how = (("Colab lends one GPU; " if colab else "") + "run it on Kaggle (GPU T4 x2) or a "
+               "machine with two or more NVIDIA GPUs for the GPU figures")
+    elif colab:
         how = "in Colab, Runtime > Change runtime type > a GPU, then run all cells again"
     elif kaggle:
         how = "on Kaggle, Settings > Accelerator > a GPU, then run all cells again"
     else:
         how = "run it on a machine with an NVIDIA GPU or Apple silicon for the GPU figures"
-    return f"No GPU here, so this notebook carries on with the CPU ({how})."
+    found = ("Fewer than two GPUs here, so the processes run on the CPU" if several
+             else "No GPU here, so this notebook carries on with the CPU")
+    return f"{found} ({how})."
 
 
 def synchronize(device: torch.device | str) -> None:
